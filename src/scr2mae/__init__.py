@@ -3,10 +3,11 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import masking
+from .model import R2MAEModel, R2MAEModule
 
 try:
     __version__ = version("scr2mae")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["masking"]
+__all__ = ["R2MAEModel", "R2MAEModule", "masking"]

@@ -46,9 +46,7 @@ def ratio_to_count(ratio: torch.Tensor, n: int) -> torch.Tensor:
 
 def _check_shape(n_rows: int, n_cols: int) -> None:
     if n_rows < 0 or n_cols < 1:
-        raise ValueError(
-            f"mask shape needs n_rows >= 0 and n_cols >= 1, got ({n_rows}, {n_cols})."
-        )
+        raise ValueError(f"mask shape needs n_rows >= 0 and n_cols >= 1, got ({n_rows}, {n_cols}).")
 
 
 def _as_ratio_tensor(ratio, n: int, device) -> torch.Tensor:
@@ -229,7 +227,9 @@ class Masker:
         if ratio_per not in ("batch", "row"):
             raise ValueError(f"`ratio_per` must be 'batch' or 'row', got {ratio_per!r}.")
         if mode == "columns" and ratio_per == "row":
-            raise ValueError("`mode='columns'` shares one ratio across the batch; use ratio_per='batch'.")
+            raise ValueError(
+                "`mode='columns'` shares one ratio across the batch; use ratio_per='batch'."
+            )
         self.mode = mode
         self.ratio_per = ratio_per
 

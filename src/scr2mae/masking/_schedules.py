@@ -178,14 +178,14 @@ class FixedRatio(RatioSchedule):
     def __init__(self, mask_ratio: float = 0.25):
         self.mask_ratio = _check_ratio("mask_ratio", mask_ratio)
 
-    def sample(self, step=0, n=1, *, generator=None, device=None):  # noqa: D102
+    def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
         return torch.full((n,), self.mask_ratio, device=dev, dtype=torch.float32)
 
-    def expected_ratio(self, step: int = 0) -> float:  # noqa: D102
+    def expected_ratio(self, step: int = 0) -> float:
         return self.mask_ratio
 
-    def bounds(self) -> tuple[float, float]:  # noqa: D102
+    def bounds(self) -> tuple[float, float]:
         return (self.mask_ratio, self.mask_ratio)
 
 
@@ -197,10 +197,10 @@ class _LinearCentre(RatioSchedule):
     total_steps: int | None
 
     @property
-    def needs_total_steps(self) -> bool:  # noqa: D102
+    def needs_total_steps(self) -> bool:
         return self.total_steps is None
 
-    def with_total_steps(self, total_steps: int) -> RatioSchedule:  # noqa: D102
+    def with_total_steps(self, total_steps: int) -> RatioSchedule:
         if self.total_steps is not None:
             return self
         out = copy.copy(self)
@@ -247,14 +247,14 @@ class LinearDecayRatio(_LinearCentre):
         self.end = _check_ratio("end", end)
         self.total_steps = _check_steps("total_steps", total_steps)
 
-    def sample(self, step=0, n=1, *, generator=None, device=None):  # noqa: D102
+    def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
         return self._centre(step, dev).reshape(1).expand(n).clone()
 
-    def expected_ratio(self, step: int = 0) -> float:  # noqa: D102
+    def expected_ratio(self, step: int = 0) -> float:
         return self._centre_host(step)
 
-    def bounds(self) -> tuple[float, float]:  # noqa: D102
+    def bounds(self) -> tuple[float, float]:
         return (min(self.start, self.end), max(self.start, self.end))
 
 
@@ -284,15 +284,15 @@ class UniformRatio(RatioSchedule):
         """The ``(p_min, p_max)`` pair."""
         return (self.p_min, self.p_max)
 
-    def sample(self, step=0, n=1, *, generator=None, device=None):  # noqa: D102
+    def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
         u = torch.rand(n, generator=generator, device=dev)
         return self.p_min + (self.p_max - self.p_min) * u
 
-    def expected_ratio(self, step: int = 0) -> float:  # noqa: D102
+    def expected_ratio(self, step: int = 0) -> float:
         return 0.5 * (self.p_min + self.p_max)
 
-    def bounds(self) -> tuple[float, float]:  # noqa: D102
+    def bounds(self) -> tuple[float, float]:
         return (self.p_min, self.p_max)
 
 
@@ -347,16 +347,16 @@ class UniformDecayRatio(_LinearCentre):
                     f"({centre}) outside [0, 1]."
                 )
 
-    def sample(self, step=0, n=1, *, generator=None, device=None):  # noqa: D102
+    def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
         centre = self._centre(step, dev)
         u = torch.rand(n, generator=generator, device=dev)
         return centre + self.half_width * (2.0 * u - 1.0)
 
-    def expected_ratio(self, step: int = 0) -> float:  # noqa: D102
+    def expected_ratio(self, step: int = 0) -> float:
         return self._centre_host(step)
 
-    def bounds(self) -> tuple[float, float]:  # noqa: D102
+    def bounds(self) -> tuple[float, float]:
         lo, hi = min(self.start, self.end), max(self.start, self.end)
         return (lo - self.half_width, hi + self.half_width)
 
@@ -400,17 +400,17 @@ class DiscreteRatios(RatioSchedule):
         """Number of ratios in the set (``K``)."""
         return len(self.ratios)
 
-    def draw(self, step=0, n=1, *, generator=None, device=None) -> RatioDraw:  # noqa: D102
+    def draw(self, step=0, n=1, *, generator=None, device=None) -> RatioDraw:
         dev = _resolve_device(step, generator, device)
         index = torch.randint(len(self.ratios), (n,), generator=generator, device=dev)
         table = torch.tensor(self.ratios, device=dev, dtype=torch.float32)
         return RatioDraw(table[index], index)
 
-    def sample(self, step=0, n=1, *, generator=None, device=None):  # noqa: D102
+    def sample(self, step=0, n=1, *, generator=None, device=None):
         return self.draw(step, n, generator=generator, device=device).ratio
 
-    def expected_ratio(self, step: int = 0) -> float:  # noqa: D102
+    def expected_ratio(self, step: int = 0) -> float:
         return sum(self.ratios) / len(self.ratios)
 
-    def bounds(self) -> tuple[float, float]:  # noqa: D102
+    def bounds(self) -> tuple[float, float]:
         return (min(self.ratios), max(self.ratios))

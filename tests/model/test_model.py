@@ -1,0 +1,311 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+from scipy import sparse
+
+import scr2mae
+from scr2mae import R2MAEModel
+from scr2mae.masking import FixedRatio, LinearDecayRatio, UniformRatio
+from scr2mae.model import negative_binomial_nll
+
+SMALL = {"n_hidden": 32, "n_latent": 8}
+
+
+@pytest.fixture
+def adata():
+    scvi.settings.seed = 0
+    ad = scvi.data.synthetic_iid(batch_size=100, n_genes=60, n_batches=2, n_labels=3)
+    ad.layers["counts"] = ad.X.copy()
+    return ad
+
+
+@pytest.fixture
+def trained(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="labels")
+    model = R2MAEModel(adata, **SMALL)
+    model.train(max_epochs=3, batch_size=50, enable_progress_bar=False)
+    return model
+
+
+def test_public_entry_point():
+    assert scr2mae.R2MAEModel is R2MAEModel
+    assert isinstance(scr2mae.__version__, str)
+
+
+def test_default_masking_is_r2mae(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    model = R2MAEModel(adata)
+    assert model.module.masker.schedule == UniformRatio(0.1, 0.5)
+    assert model.module.masker.mode == "columns"
+    assert "UniformRatio(p_min=0.1, p_max=0.5)" in model._model_summary_string
+
+
+def test_training_shapes_and_outputs(trained, adata):
+    assert trained.is_trained
+    assert not np.isnan(trained.history["train_loss"].to_numpy(dtype=float)).any()
+    z = trained.get_latent_representation()
+    assert z.shape == (adata.n_obs, SMALL["n_latent"])
+    # encoding uses the unmasked input: deterministic across calls
+    np.testing.assert_array_equal(z, trained.get_latent_representation())
+    sub = trained.get_latent_representation(indices=np.arange(10))
+    np.testing.assert_allclose(sub, z[:10], rtol=1e-5, atol=1e-6)
+    expr = trained.get_normalized_expression()
+    assert isinstance(expr, pd.DataFrame) and expr.shape == (adata.n_obs, adata.n_vars)
+    np.testing.assert_allclose(expr.sum(1).to_numpy(), 1.0, rtol=1e-4)
+    observed = trained.get_normalized_expression(library_size="observed", return_numpy=True)
+    lib = np.asarray(adata.layers["counts"].sum(1)).ravel()
+    np.testing.assert_allclose(observed.sum(1), lib, rtol=1e-4)
+
+
+def test_mask_step_advances_once_per_training_step(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    model = R2MAEModel(adata, mask_strategy="fixed", mask_ratio=0.25, **SMALL)
+    model.train(max_epochs=2, batch_size=45, train_size=0.9, enable_progress_bar=False)
+    # 180 training cells / 45 per batch = 4 steps per epoch
+    assert int(model.module.mask_step) == 8
+    # with a fixed ratio the masked fraction is exactly round(0.25 * 60) / 60
+    frac = model.history["masked_fraction_train"].to_numpy(dtype=float)
+    np.testing.assert_allclose(frac, 15 / 60, rtol=1e-6)
+
+
+def test_dynamic_schedule_gets_training_length(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    model = R2MAEModel(adata, mask_strategy="dynamic", start=0.5, end=0.1, **SMALL)
+    model.train(max_epochs=2, batch_size=45, enable_progress_bar=False)
+    schedule = model.module.masker.schedule
+    assert isinstance(schedule, LinearDecayRatio) and schedule.total_steps == 8
+    assert schedule.expected_ratio(8) == pytest.approx(0.1)
+
+
+def test_schedule_object_and_every_named_strategy_train(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    for strategy, params in [
+        (FixedRatio(0.1), {}),
+        ("mdlm", {}),
+        ("r2mae_dynamic", {}),
+        ("dynamic", {}),
+        ("r2mae", {"mask_range": (0.2, 0.6)}),
+    ]:
+        model = R2MAEModel(adata, mask_strategy=strategy, **params, **SMALL)
+        model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+        assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+
+
+def test_loss_gradient_only_through_masked_genes():
+    torch.manual_seed(0)
+    module = scr2mae.R2MAEModule(n_input=12, n_hidden=16, n_latent=4)
+    x = torch.poisson(torch.full((6, 12), 3.0))
+    mask = torch.zeros(6, 12, dtype=torch.bool)
+    mask[:, [1, 4, 7]] = True
+    tensors = {"X": x}
+    inf = module.inference(x, mask=mask)
+    gen = module.generative(inf["z"], inf["library"], inf["covariates"])
+    rate = gen["px_rate"].detach().requires_grad_(True)
+    out = module.loss(tensors, inf, {**gen, "px_rate": rate})
+    out.loss.backward()
+    assert torch.all(rate.grad[:, ~mask[0]] == 0)
+    assert torch.all(rate.grad[:, mask[0]] != 0)
+    # the encoder never sees the masked entries
+    xg = x.clone().requires_grad_(True)
+    module.inference(xg, mask=mask)["z"].sum().backward()
+    assert torch.all(xg.grad[mask] == 0) and torch.any(xg.grad[~mask] != 0)
+    # the loss is the mean NB NLL over masked entries
+    nll = negative_binomial_nll(x, gen["px_rate"], gen["px_theta"])
+    assert out.loss.item() == pytest.approx(nll[mask].mean().item(), rel=1e-5)
+
+
+def test_negative_binomial_nll_matches_scvi():
+    from scvi.distributions import NegativeBinomial
+
+    x = torch.tensor([[0.0, 1.0, 5.0, 30.0]])
+    mu = torch.tensor([[0.5, 2.0, 4.0, 25.0]])
+    theta = torch.tensor([0.7, 3.0, 10.0, 2.0])
+    expected = -NegativeBinomial(mu=mu, theta=theta).log_prob(x)
+    torch.testing.assert_close(negative_binomial_nll(x, mu, theta), expected, rtol=1e-4, atol=1e-5)
+
+
+def _structured(n_cells=300, n_genes=60, seed=0):
+    """Counts from three cell types with distinct gene programs (learnable co-expression)."""
+    import anndata
+
+    rng = np.random.default_rng(seed)
+    programs = rng.gamma(0.5, 1.0, size=(3, n_genes))
+    kind = rng.integers(0, 3, size=n_cells)
+    profile = programs[kind] / programs[kind].sum(1, keepdims=True)
+    library = rng.integers(500, 1500, size=(n_cells, 1))
+    counts = rng.poisson(profile * library).astype(np.float32)
+    counts[:, counts.sum(0) == 0] = 1.0
+    ad = anndata.AnnData(X=counts)
+    ad.obs["kind"] = pd.Categorical(kind.astype(str))
+    return ad
+
+
+def test_reconstruction_score_improves_with_training():
+    adata = _structured()
+    R2MAEModel.setup_anndata(adata)
+    untrained = R2MAEModel(adata, **SMALL)
+    untrained.module.eval()
+    model = R2MAEModel(adata, **SMALL)
+    model.train(max_epochs=40, batch_size=50, enable_progress_bar=False)
+    scores = model.get_reconstruction_score()
+    assert list(scores.index) == [0.1, 0.2, 0.3, 0.5, 0.7]
+    assert np.isfinite(scores.to_numpy()).all()
+    single = model.get_reconstruction_score(mask_ratio=0.3)
+    assert single == pytest.approx(scores[0.3])
+    # same seed, same masks: deterministic
+    assert model.get_reconstruction_score(mask_ratio=0.3) == single
+    untrained.is_trained_ = True
+    assert single > untrained.get_reconstruction_score(mask_ratio=0.3) + 0.05
+    with pytest.raises(ValueError, match="mask_ratio"):
+        model.get_reconstruction_score(mask_ratio=1.2)
+
+
+def test_save_load_round_trip(trained, adata, tmp_path):
+    z = trained.get_latent_representation()
+    trained.save(tmp_path / "m", overwrite=True)
+    loaded = R2MAEModel.load(tmp_path / "m", adata=adata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, rtol=1e-6, atol=1e-6)
+    assert loaded.module.masker.schedule == trained.module.masker.schedule
+    assert int(loaded.module.mask_step) == int(trained.module.mask_step)
+
+
+def test_load_with_mismatched_genes_fails(trained, adata, tmp_path):
+    trained.save(tmp_path / "m", overwrite=True)
+    other = adata[:, :-1].copy()
+    with pytest.raises(ValueError, match="genes do not match"):
+        R2MAEModel.load(tmp_path / "m", adata=other)
+    shuffled = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="different order"):
+        R2MAEModel.load(tmp_path / "m", adata=shuffled)
+
+
+def test_new_adata_with_other_genes_is_rejected(trained, adata):
+    renamed = adata.copy()
+    renamed.var_names = [f"other_{i}" for i in range(adata.n_vars)]
+    with pytest.raises(ValueError, match="genes do not match"):
+        trained.get_latent_representation(renamed)
+
+
+def test_latent_of_new_adata_with_same_genes(trained, adata):
+    new = adata[:20].copy()
+    z = trained.get_latent_representation(new)
+    np.testing.assert_allclose(z, trained.get_latent_representation()[:20], rtol=1e-5, atol=1e-6)
+
+
+def _snapshot(ad):
+    return (
+        list(ad.obs.columns),
+        sorted(ad.uns.keys()),
+        sorted(ad.layers.keys()),
+        ad.layers["counts"].copy() if "counts" in ad.layers else None,
+    )
+
+
+def _corrupt(kind, ad):
+    counts = ad.layers["counts"]
+    counts = counts.toarray() if sparse.issparse(counts) else np.array(counts, dtype=np.float64)
+    if kind == "non-integer":
+        counts = counts.astype(np.float64)
+        counts[0, 0] = 1.5
+    elif kind == "negative":
+        counts[0, 0] = -1
+    elif kind == "nan":
+        counts = counts.astype(np.float64)
+        counts[1, 2] = np.nan
+    elif kind == "inf":
+        counts = counts.astype(np.float64)
+        counts[1, 2] = np.inf
+    elif kind == "empty cell":
+        counts[3] = 0
+    elif kind == "empty gene":
+        counts[:, 5] = 0
+    ad.layers["counts"] = counts
+    return ad
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        ("non-integer", "non-integer"),
+        ("negative", "negative"),
+        ("nan", "NaN"),
+        ("inf", "infinite"),
+        ("empty cell", "cell"),
+        ("empty gene", "gene"),
+    ],
+)
+def test_bad_counts_rejected_before_anything_is_written(adata, kind, match):
+    ad = _corrupt(kind, adata)
+    before = _snapshot(ad)
+    with pytest.raises(ValueError, match=match):
+        R2MAEModel.setup_anndata(ad, layer="counts", batch_key="batch")
+    after = _snapshot(ad)
+    assert before[:3] == after[:3]
+    np.testing.assert_array_equal(before[3], after[3])
+
+
+def test_bad_counts_in_sparse_matrix(adata):
+    m = sparse.csr_matrix(adata.layers["counts"]).astype(np.float32)
+    m.data[0] = 0.5
+    adata.layers["counts"] = m
+    with pytest.raises(ValueError, match="non-integer"):
+        R2MAEModel.setup_anndata(adata, layer="counts")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"layer": "missing"}, "layer 'missing'"),
+        ({"batch_key": "donor"}, "batch_key"),
+        ({"labels_key": "celltype"}, "labels_key"),
+        ({"categorical_covariate_keys": ["nope"]}, "categorical_covariate_keys"),
+        ({"continuous_covariate_keys": ["nope"]}, "continuous_covariate_keys"),
+        ({"continuous_covariate_keys": ["batch"]}, "numeric"),
+    ],
+)
+def test_unknown_keys_rejected(adata, kwargs, match):
+    before = _snapshot(adata)
+    with pytest.raises(ValueError, match=match):
+        R2MAEModel.setup_anndata(adata, **kwargs)
+    assert _snapshot(adata)[:3] == before[:3]
+
+
+def test_zero_genes_and_zero_cells_rejected(adata):
+    with pytest.raises(ValueError, match="zero genes"):
+        R2MAEModel.setup_anndata(adata[:, []].copy())
+    with pytest.raises(ValueError, match="zero cells"):
+        R2MAEModel.setup_anndata(adata[[]].copy())
+
+
+def test_bad_model_arguments_rejected_before_training(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    with pytest.raises(ValueError, match="unknown masking strategy"):
+        R2MAEModel(adata, mask_strategy="blocky")
+    with pytest.raises(ValueError, match="p_min"):
+        R2MAEModel(adata, mask_range=(0.5, 0.1))
+    with pytest.raises(ValueError, match="n_hidden"):
+        R2MAEModel(adata, n_hidden=0)
+    with pytest.raises(ValueError, match="mask_mode"):
+        R2MAEModel(adata, mask_mode="rows")
+    model = R2MAEModel(adata, **SMALL)
+    with pytest.raises(ValueError, match="max_epochs"):
+        model.train(max_epochs=0)
+
+
+def test_covariates_are_used(adata):
+    rng = np.random.default_rng(0)
+    adata.obs["age"] = rng.normal(size=adata.n_obs)
+    adata.obs["site"] = rng.choice(["a", "b", "c"], size=adata.n_obs)
+    R2MAEModel.setup_anndata(
+        adata,
+        layer="counts",
+        batch_key="batch",
+        categorical_covariate_keys=["site"],
+        continuous_covariate_keys=["age"],
+    )
+    model = R2MAEModel(adata, **SMALL)
+    assert model.module.n_covariates == 2 + 3 + 1
+    model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+    assert model.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])
