@@ -2,13 +2,28 @@
 
 Ratio schedules decide *how much* to mask at each step (fixed, linearly decaying, MDLM,
 R2MAE, R2MAE + dynamic, a discrete set); mask generators decide *which* entries (one set of
-columns per mini-batch, per-row Bernoulli, per-row exact count). Pure torch and
+columns per mini-batch, per-row Bernoulli, per-row exact count); the curriculum (appendix A.3)
+learns Sinkhorn-balanced loss weights per masking ratio. Pure torch and
 device-agnostic; this package imports nothing from the rest of scr2mae.
 """
 
+from ._curriculum import (
+    CURRICULUM_STRATEGIES,
+    ConstantMultiplier,
+    Curriculum,
+    CurriculumLoss,
+    CurriculumWeightGenerator,
+    GradientMultiplier,
+    GradientMultiplierSchedule,
+    LinearMultiplier,
+    feature_statistics,
+    get_curriculum,
+    multiply_gradient,
+    sinkhorn,
+)
 from ._masks import (
-    Masker,
     MaskDraw,
+    Masker,
     bernoulli_mask,
     column_mask,
     exact_count_mask,
@@ -27,10 +42,18 @@ from ._schedules import (
 )
 
 __all__ = [
+    "CURRICULUM_STRATEGIES",
     "MASKING_STRATEGIES",
+    "ConstantMultiplier",
+    "Curriculum",
+    "CurriculumLoss",
+    "CurriculumWeightGenerator",
     "DiscreteRatios",
     "FixedRatio",
+    "GradientMultiplier",
+    "GradientMultiplierSchedule",
     "LinearDecayRatio",
+    "LinearMultiplier",
     "MDLMRatio",
     "MaskDraw",
     "Masker",
@@ -41,6 +64,10 @@ __all__ = [
     "bernoulli_mask",
     "column_mask",
     "exact_count_mask",
+    "feature_statistics",
+    "get_curriculum",
     "get_masking",
+    "multiply_gradient",
     "ratio_to_count",
+    "sinkhorn",
 ]
