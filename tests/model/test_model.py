@@ -309,3 +309,55 @@ def test_covariates_are_used(adata):
     assert model.module.n_covariates == 2 + 3 + 1
     model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
     assert model.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])
+
+
+@pytest.mark.parametrize("strategy", ["cl", "cl_k0", "r2mae_cl", "R2MAE+CL (k=0)"])
+def test_curriculum_strategies_train_without_nan(adata, strategy):
+    R2MAEModel.setup_anndata(adata, layer="counts", batch_key="batch")
+    ramp = {"multiplier_start_step": 2, "multiplier_end_step": 8}
+    model = R2MAEModel(
+        adata,
+        mask_strategy=strategy,
+        warmup_steps=2,
+        **({} if "k" in strategy.lower() else ramp),
+        **SMALL,
+    )
+    cur = model.module.curriculum
+    assert cur is not None
+    before = [p.detach().clone() for p in cur.generator_parameters()]
+    model.train(max_epochs=3, batch_size=45, enable_progress_bar=False)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    # the generator trained with the model's optimiser after its warm-up
+    after = list(cur.generator_parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    # loss weights keep mean one over genes
+    x = torch.as_tensor(adata.layers["counts"][:45], dtype=torch.float32)
+    cur.eval()
+    w = cur.weight_generator(x)
+    np.testing.assert_allclose(w.mean(0).detach().numpy(), 1.0, rtol=1e-4)
+    # the weights never touch the embedding path
+    z = model.get_latent_representation()
+    model.module.curriculum = None
+    np.testing.assert_array_equal(z, model.get_latent_representation())
+
+
+def test_curriculum_warmup_freezes_generator_under_weight_decay(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    model = R2MAEModel(adata, mask_strategy="r2mae_cl", warmup_steps=1000, **SMALL)
+    before = [p.detach().clone() for p in model.module.curriculum.generator_parameters()]
+    model.train(max_epochs=2, batch_size=45, weight_decay=1e-2, enable_progress_bar=False)
+    for a, b in zip(model.module.curriculum.generator_parameters(), before, strict=True):
+        assert torch.equal(a.detach(), b)
+    # while the rest of the model did train
+    assert int(model.module.mask_step) == 8
+
+
+def test_curriculum_uses_discrete_ratio_set(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    model = R2MAEModel(adata, mask_strategy="r2mae_cl", mask_range=(0.2, 0.6), n_ratios=5, **SMALL)
+    ratios = model.module.masker.schedule.ratios
+    assert ratios == pytest.approx((0.2, 0.3, 0.4, 0.5, 0.6))
+    single = R2MAEModel(adata, mask_strategy="cl", mask_ratio=0.15, **SMALL)
+    assert single.module.masker.schedule.ratios == (0.15,)
+    with pytest.raises(ValueError, match="mask_range"):
+        R2MAEModel(adata, mask_strategy="cl", mask_range=(0.1, 0.5))

@@ -21,8 +21,16 @@ from scvi.data.fields import (
     NumericalJointObsField,
 )
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.train import TrainingPlan
 
-from ..masking import RatioSchedule, exact_count_mask, get_masking
+from ..masking import (
+    CURRICULUM_STRATEGIES,
+    RatioSchedule,
+    exact_count_mask,
+    get_curriculum,
+    get_masking,
+)
+from ..masking._curriculum import _normalise_strategy
 from ._module import R2MAEModule
 from ._validation import check_count_matrix, check_obs_keys
 
@@ -45,6 +53,36 @@ def _pearson_rows(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) ->
     denom = torch.sqrt((dp * dp).sum(1) * (dt * dt).sum(1))
     r = cov / denom
     return torch.where((denom > 0) & (n >= 2), r, torch.full_like(r, float("nan")))
+
+
+def _curriculum_name(strategy) -> str | None:
+    """Canonical curriculum strategy name, or ``None`` for plain masking schedules."""
+    if not isinstance(strategy, str):
+        return None
+    key = _normalise_strategy(strategy)
+    return key if key in CURRICULUM_STRATEGIES else None
+
+
+class R2MAETrainingPlan(TrainingPlan):
+    """scvi-tools training plan that keeps the curriculum generator out of weight decay.
+
+    The curriculum's warm-up sets the generator's gradient coefficient to zero; with no weight
+    decay on its parameter group, Adam then leaves the generator exactly unchanged, without any
+    host-side check of the step.
+    """
+
+    def _optimizer_creator_fn(self, optimizer_cls):
+        def create(params):
+            params = list(params)
+            curriculum = getattr(self.module, "curriculum", None)
+            kwargs = {"lr": self.lr, "eps": self.eps, "weight_decay": self.weight_decay}
+            if curriculum is None:
+                return optimizer_cls(params, **kwargs)
+            generator_ids = {id(p) for p in curriculum.generator_parameters()}
+            rest = [p for p in params if id(p) not in generator_ids]
+            return optimizer_cls([{"params": rest}, curriculum.generator_param_group()], **kwargs)
+
+        return create
 
 
 class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
@@ -78,7 +116,12 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         Masking-ratio schedule: a name understood by :func:`scr2mae.masking.get_masking`
         (``"r2mae"``, ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``) or a
         :class:`~scr2mae.masking.RatioSchedule`. Step-dependent schedules without
-        ``total_steps`` decay over the whole training run.
+        ``total_steps`` decay over the whole training run. The curriculum strategies of
+        appendix A.3 (``"cl"``, ``"cl_k0"``, ``"r2mae_cl"``, ``"r2mae_cl_k0"``) add learned
+        Sinkhorn loss weights per masking ratio; their parameters are those of
+        :func:`scr2mae.masking.get_curriculum` (paper defaults: warm-up 5000 steps, gradient
+        multiplier +1 → -1 from step 30000 to 120000, ten ratios over ``mask_range=(0.1, 0.5)``,
+        ``mask_ratio=0.25`` for CL). The weights only enter the training loss.
     mask_mode
         ``"columns"`` masks one random gene set per mini-batch (the paper's scheme);
         ``"exact"`` and ``"bernoulli"`` mask per cell.
@@ -96,6 +139,7 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
     """
 
     _module_cls = R2MAEModule
+    _training_plan_cls = R2MAETrainingPlan
 
     def __init__(
         self,
@@ -125,7 +169,13 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 f"`mask_mode` must be 'columns', 'exact' or 'bernoulli', got {mask_mode!r}."
             )
-        schedule = get_masking(mask_strategy, **masking_params)
+        curriculum_name = _curriculum_name(mask_strategy)
+        curriculum = None
+        if curriculum_name is not None:
+            curriculum = (curriculum_name, dict(masking_params))
+            schedule = get_curriculum(curriculum_name, n_features=2, **masking_params).ratios
+        else:
+            schedule = get_masking(mask_strategy, **masking_params)
         super().__init__(adata, registry)
 
         self._module_kwargs = {
@@ -136,11 +186,12 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
             "dropout_rate": dropout_rate,
             "mask_strategy": schedule,
             "mask_mode": mask_mode,
+            "curriculum": curriculum,
         }
         self._model_summary_string = (
             f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "
             f"n_layers_decoder: {n_layers_decoder}, dropout_rate: {dropout_rate}, "
-            f"masking: {schedule!r} ({mask_mode})."
+            f"masking: {curriculum_name or schedule!r} ({mask_mode})."
         )
         if self._module_init_on_train:
             self.module = None

@@ -10,7 +10,7 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from ..masking import Masker, RatioSchedule
+from ..masking import Masker, RatioSchedule, get_curriculum
 
 __all__ = ["R2MAEModule", "negative_binomial_nll"]
 
@@ -97,6 +97,12 @@ class R2MAEModule(BaseModuleClass):
     mask_mode
         ``"columns"`` (one gene set per mini-batch, as in the paper), ``"bernoulli"`` or
         ``"exact"`` (per cell).
+    curriculum
+        ``None``, or ``(strategy, params)`` naming one of the curriculum strategies of
+        :func:`~scr2mae.masking.get_curriculum` (``"cl"``, ``"cl_k0"``, ``"r2mae_cl"``,
+        ``"r2mae_cl_k0"``) with its keyword arguments. The curriculum's discrete ratios then
+        replace ``mask_strategy``, and its Sinkhorn weights (from the uncorrupted counts of the
+        mini-batch) weight the masked-gene loss during training only.
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class R2MAEModule(BaseModuleClass):
         dropout_rate: float = 0.1,
         mask_strategy: RatioSchedule | str = "r2mae",
         mask_mode: str = "columns",
+        curriculum: tuple[str, dict] | None = None,
     ):
         super().__init__()
         self.n_input = n_input
@@ -121,6 +128,11 @@ class R2MAEModule(BaseModuleClass):
         self.n_continuous_cov = n_continuous_cov
         self.n_cats_per_cov = [c for c in (n_cats_per_cov or []) if c > 1]
         self._cat_cov_sizes = list(n_cats_per_cov or [])
+        self.curriculum = None
+        if curriculum is not None:
+            strategy, params = curriculum
+            self.curriculum = get_curriculum(strategy, n_features=n_input, **params)
+            mask_strategy = self.curriculum.ratios
         self.masker = Masker(mask_strategy, mode=mask_mode, ratio_per="batch")
         n_cov = (n_batch if n_batch > 1 else 0) + n_continuous_cov + sum(self.n_cats_per_cov)
         self.n_covariates = n_cov
@@ -175,11 +187,15 @@ class R2MAEModule(BaseModuleClass):
         }
 
     def draw_mask(self, n_rows: int, device: torch.device):
-        """Draw a training mask at the current step (and advance the step while training)."""
-        draw = self.masker(n_rows, self.n_input, step=self.mask_step, device=device)
+        """Draw a training mask at the current step (and advance the step while training).
+
+        Returns the :class:`~scr2mae.masking.MaskDraw` and the step it was drawn at.
+        """
+        step = self.mask_step.clone()
+        draw = self.masker(n_rows, self.n_input, step=step, device=device)
         if self.training:
             self.mask_step.add_(1)
-        return draw
+        return draw, step
 
     @auto_move_data
     def inference(
@@ -207,9 +223,9 @@ class R2MAEModule(BaseModuleClass):
         """
         x = x.to(torch.float32)
         library = x.sum(dim=1, keepdim=True)
-        ratio = index = None
+        ratio = index = step = None
         if mask is None and masking:
-            mask, ratio, index = self.draw_mask(x.shape[0], x.device)
+            (mask, ratio, index), step = self.draw_mask(x.shape[0], x.device)
         x_in = x if mask is None else x.masked_fill(mask, 0.0)
         covariates = self._covariates(batch_index, cont_covs, cat_covs, x)
         h = torch.log1p(x_in)
@@ -223,6 +239,7 @@ class R2MAEModule(BaseModuleClass):
             "mask": mask,
             "mask_ratio": ratio,
             "mask_index": index,
+            "mask_step": step,
         }
 
     @auto_move_data
@@ -247,15 +264,29 @@ class R2MAEModule(BaseModuleClass):
         inference_outputs: dict,
         generative_outputs: dict,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Element-wise NB loss, float mask, and per-entry weights (ones without a curriculum)."""
+        """Element-wise NB loss, float mask, and per-entry loss weights.
+
+        The weights are ones, except while training with a curriculum, where they are the
+        column of the Sinkhorn weight matrix selected by the mini-batch's masking ratio.
+        """
+        x = x.to(torch.float32)
         nll = negative_binomial_nll(
-            x.to(torch.float32), generative_outputs["px_rate"], generative_outputs["px_theta"]
+            x, generative_outputs["px_rate"], generative_outputs["px_theta"]
         )
         mask = inference_outputs["mask"]
         if mask is None:
             mask_f = torch.ones_like(nll)
         else:
             mask_f = mask.to(nll.dtype)
+        index = inference_outputs.get("mask_index")
+        if self.curriculum is not None and self.training and index is not None:
+            # appendix A.3: the drawn ratio's index selects the column of W; the step is a
+            # device tensor, so the warm-up is a zero gradient coefficient (the generator's
+            # optimiser group has no weight decay, see R2MAETrainingPlan)
+            weights = self.curriculum.loss_weights(
+                x, index[:1], inference_outputs["mask_step"], x.shape[0]
+            )
+            return nll, mask_f, weights
         return nll, mask_f, torch.ones_like(nll)
 
     def loss(
