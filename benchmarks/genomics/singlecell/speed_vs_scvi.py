@@ -13,32 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
 import warnings
 
-import lightning.pytorch as pl
 import pandas as pd
-
-
-class EpochTimer(pl.Callback):
-    """Record the wall-clock duration of every training epoch."""
-
-    def __init__(self):
-        self.durations: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.durations.append(time.perf_counter() - self._start)
-
-    @property
-    def median(self) -> float:
-        """Median epoch time, leaving out the first epoch when there are several."""
-        times = self.durations[1:] if len(self.durations) > 1 else self.durations
-        return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -58,7 +35,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     from scr2mae import R2MAEModel
     from scr2mae.data import pbmc68k_counts
-    from scr2mae.evaluation import cross_validated_probe
+    from scr2mae.evaluation import EpochTimer, cross_validated_probe
 
     scvi.settings.seed = args.seed
     adata = pbmc68k_counts()
