@@ -65,7 +65,8 @@ def _resolve_device(
 def _as_step_tensor(step: int | torch.Tensor, device: torch.device) -> torch.Tensor:
     if isinstance(step, torch.Tensor):
         return step.to(device=device, dtype=torch.float32)
-    return torch.tensor(float(step), device=device)
+    # a fill kernel, not a host-to-device copy
+    return torch.full((), float(step), device=device, dtype=torch.float32)
 
 
 class RatioDraw(NamedTuple):
@@ -403,8 +404,27 @@ class DiscreteRatios(RatioSchedule):
     def draw(self, step=0, n=1, *, generator=None, device=None) -> RatioDraw:
         dev = _resolve_device(step, generator, device)
         index = torch.randint(len(self.ratios), (n,), generator=generator, device=dev)
-        table = torch.tensor(self.ratios, device=dev, dtype=torch.float32)
-        return RatioDraw(table[index], index)
+        return RatioDraw(self._table(dev)[index], index)
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        """The ratios as a tensor on ``device``, copied there once (no per-step copy)."""
+        cache = self.__dict__.setdefault("_tables", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = torch.tensor(self.ratios, dtype=torch.float32).to(device)
+        return cache[key]
+
+    def __getstate__(self) -> dict:
+        return {"ratios": self.ratios}
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.ratios == other.ratios
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.ratios))
+
+    def __repr__(self) -> str:
+        return f"DiscreteRatios(ratios={self.ratios!r})"
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         return self.draw(step, n, generator=generator, device=device).ratio
