@@ -361,3 +361,16 @@ def test_curriculum_uses_discrete_ratio_set(adata):
     assert single.module.masker.schedule.ratios == (0.15,)
     with pytest.raises(ValueError, match="mask_range"):
         R2MAEModel(adata, mask_strategy="cl", mask_range=(0.1, 0.5))
+
+
+def test_input_transform_option(adata):
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    with pytest.raises(ValueError, match="input_transform"):
+        R2MAEModel(adata, input_transform="sqrt")
+    model = R2MAEModel(adata, input_transform="log1p_cp10k", **SMALL)
+    x = torch.as_tensor(adata.layers["counts"][:8], dtype=torch.float32)
+    model.module.eval()
+    z = model.module.inference(x, masking=False)["z"]
+    # scaling a cell's counts leaves its normalised input, hence its embedding, unchanged
+    z2 = model.module.inference(3 * x, masking=False)["z"]
+    torch.testing.assert_close(z, z2, rtol=1e-4, atol=1e-4)

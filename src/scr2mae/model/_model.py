@@ -125,6 +125,9 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
     mask_mode
         ``"columns"`` masks one random gene set per mini-batch (the paper's scheme);
         ``"exact"`` and ``"bernoulli"`` mask per cell.
+    input_transform
+        Encoder input: ``"log1p"`` of the masked counts (the paper's choice) or
+        ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
     **masking_params
         Parameters of the named strategy, e.g. ``mask_range=(0.1, 0.5)`` for ``"r2mae"`` or
         ``mask_ratio=0.25`` for ``"fixed"``.
@@ -152,6 +155,7 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         dropout_rate: float = 0.1,
         mask_strategy: str | RatioSchedule = "r2mae",
         mask_mode: Literal["columns", "exact", "bernoulli"] = "columns",
+        input_transform: Literal["log1p", "log1p_cp10k"] = "log1p",
         **masking_params: Any,
     ):
         for name, value in (
@@ -165,6 +169,10 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if not 0.0 <= float(dropout_rate) < 1.0:
             raise ValueError(f"`dropout_rate` must lie in [0, 1), got {dropout_rate!r}.")
+        if input_transform not in ("log1p", "log1p_cp10k"):
+            raise ValueError(
+                f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
+            )
         if mask_mode not in ("columns", "exact", "bernoulli"):
             raise ValueError(
                 f"`mask_mode` must be 'columns', 'exact' or 'bernoulli', got {mask_mode!r}."
@@ -187,6 +195,7 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
             "mask_strategy": schedule,
             "mask_mode": mask_mode,
             "curriculum": curriculum,
+            "input_transform": input_transform,
         }
         self._model_summary_string = (
             f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "

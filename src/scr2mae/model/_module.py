@@ -103,6 +103,9 @@ class R2MAEModule(BaseModuleClass):
         ``"r2mae_cl_k0"``) with its keyword arguments. The curriculum's discrete ratios then
         replace ``mask_strategy``, and its Sinkhorn weights (from the uncorrupted counts of the
         mini-batch) weight the masked-gene loss during training only.
+    input_transform
+        Encoder input: ``"log1p"`` of the masked counts (the paper's choice) or
+        ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
     """
 
     def __init__(
@@ -120,8 +123,14 @@ class R2MAEModule(BaseModuleClass):
         mask_strategy: RatioSchedule | str = "r2mae",
         mask_mode: str = "columns",
         curriculum: tuple[str, dict] | None = None,
+        input_transform: str = "log1p",
     ):
         super().__init__()
+        if input_transform not in ("log1p", "log1p_cp10k"):
+            raise ValueError(
+                f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
+            )
+        self.input_transform = input_transform
         self.n_input = n_input
         self.n_batch = n_batch
         self.n_latent = n_latent
@@ -228,6 +237,10 @@ class R2MAEModule(BaseModuleClass):
             (mask, ratio, index), step = self.draw_mask(x.shape[0], x.device)
         x_in = x if mask is None else x.masked_fill(mask, 0.0)
         covariates = self._covariates(batch_index, cont_covs, cat_covs, x)
+        if self.input_transform == "log1p_cp10k":
+            # scale the visible counts of each cell to 10^4 before the log (optional; the
+            # paper's encoder reads log1p of the raw masked counts)
+            x_in = x_in / x_in.sum(dim=1, keepdim=True).clamp_min(1.0) * 1e4
         h = torch.log1p(x_in)
         if covariates.shape[1]:
             h = torch.cat([h, covariates], dim=-1)
