@@ -1,5 +1,38 @@
 """Data loading and preprocessing for scr2mae."""
 
+from ._census import (
+    CENSUS_OBS_COLUMNS,
+    census_datamodule,
+    datamodule_batches,
+    load_census,
+    open_census,
+    parse_age_years,
+    read_cellxgene_h5ad,
+)
 from ._datasets import pbmc68k_counts
+from ._preprocess import log_normalize, preprocess_counts
+from ._synthetic import synthetic_donor_counts
 
 __all__ = ["pbmc68k_counts"]
+__all__ += [
+    "CENSUS_OBS_COLUMNS",
+    "census_datamodule",
+    "datamodule_batches",
+    "load_census",
+    "log_normalize",
+    "open_census",
+    "parse_age_years",
+    "preprocess_counts",
+    "read_cellxgene_h5ad",
+    "synthetic_donor_counts",
+]
+__all__ += ["MaskingStepCallback", "R2MAEDataCollator"]
+
+
+def __getattr__(name: str):
+    # the transformers collator is imported on first use, keeping `import scr2mae` fast
+    if name in ("MaskingStepCallback", "R2MAEDataCollator"):
+        from . import _collator
+
+        return getattr(_collator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -389,6 +389,7 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        dataloader=None,
     ) -> np.ndarray:
         """Embed cells with the encoder applied to their full (unmasked) counts.
 
@@ -400,15 +401,23 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
             Cells to embed; defaults to all.
         batch_size
             Cells per forward pass.
+        dataloader
+            Iterable of tensor dictionaries (``"X"``, ``"batch"``, …) to embed instead of
+            ``adata``, e.g. the batches of an out-of-core data module
+            (:func:`scr2mae.data.datamodule_batches`); ``adata``/``indices`` must then be
+            ``None``.
 
         Returns
         -------
         Array ``(n_cells, n_latent)``.
         """
+        if dataloader is not None and (adata is not None or indices is not None):
+            raise ValueError("give either `dataloader` or `adata`/`indices`, not both.")
         self._check_if_trained(warn=False)
         self.module.eval()
         out = []
-        for tensors in self._loader(adata, indices, batch_size):
+        batches = self._loader(adata, indices, batch_size) if dataloader is None else dataloader
+        for tensors in batches:
             inputs = self.module._get_inference_input(tensors)
             out.append(self.module.inference(**inputs, masking=False)["z"].cpu())
         return torch.cat(out).numpy()

@@ -1,0 +1,490 @@
+"""Loading single-cell counts from the CELLxGENE Census (or any SOMA experiment laid out like it).
+
+The Census is a TileDB-SOMA collection: ``census_data/<organism>`` is an Experiment whose
+``RNA`` measurement holds raw integer counts in the ``raw`` X layer, with cell metadata
+(``donor_id``, ``cell_type``, ``disease``, ``development_stage``, ``dataset_id`` …) in ``obs``.
+Every function here takes the Census location as an argument (``census_uri``), so a small local
+experiment with the same layout goes through exactly the same code as the real Census.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+__all__ = [
+    "CENSUS_OBS_COLUMNS",
+    "census_datamodule",
+    "datamodule_batches",
+    "load_census",
+    "open_census",
+    "parse_age_years",
+    "read_cellxgene_h5ad",
+]
+
+#: obs columns kept by default (donor, cell type, disease and age are what the probes need)
+CENSUS_OBS_COLUMNS = (
+    "dataset_id",
+    "donor_id",
+    "cell_type",
+    "cell_type_ontology_term_id",
+    "disease",
+    "development_stage",
+    "tissue",
+    "assay",
+    "sex",
+    "is_primary_data",
+)
+
+_ORGANISMS = {"homo sapiens": "homo_sapiens", "mus musculus": "mus_musculus"}
+
+
+def _run_with_timeout(fn, timeout: float | None, what: str):
+    """Run ``fn()`` in a daemon thread; raise ``TimeoutError`` if it has not returned in time."""
+    if timeout is None:
+        return fn()
+    result: dict[str, Any] = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as err:  # re-raised in the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(
+            f"{what} did not answer within {timeout:g} s; the CELLxGENE Census needs network "
+            "access (or pass `census_uri=` pointing to a local copy)."
+        )
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def open_census(
+    census_uri: str | None = None,
+    census_version: str | None = "stable",
+    timeout: float | None = 120.0,
+):
+    """Open the CELLxGENE Census, or a local SOMA collection with the Census layout.
+
+    Parameters
+    ----------
+    census_uri
+        Location of a Census copy (local path or ``s3://`` URI). ``None`` opens the public
+        Census release ``census_version`` (needs network access).
+    census_version
+        Release to open when ``census_uri`` is ``None`` (e.g. ``"stable"`` or ``"2025-01-30"``).
+    timeout
+        Seconds to wait for the Census to open before raising ``ConnectionError``; ``None``
+        waits forever.
+
+    Returns
+    -------
+    The opened ``tiledbsoma.Collection`` (use it as a context manager or call ``close()``).
+
+    Raises
+    ------
+    ConnectionError
+        When the Census cannot be reached (no network, timeout, missing location).
+    """
+    if census_uri is not None and not isinstance(census_uri, str):
+        raise TypeError(f"`census_uri` must be a string or None, got {type(census_uri).__name__}.")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"`timeout` must be positive or None, got {timeout!r}.")
+    import cellxgene_census
+
+    if census_uri is not None:
+        opener = lambda: cellxgene_census.open_soma(uri=census_uri)  # noqa: E731
+        where = f"the SOMA collection at {census_uri!r}"
+    else:
+        opener = lambda: cellxgene_census.open_soma(census_version=census_version)  # noqa: E731
+        where = f"the CELLxGENE Census (release {census_version!r})"
+    try:
+        return _run_with_timeout(opener, timeout, f"opening {where}")
+    except TimeoutError as err:
+        raise ConnectionError(str(err)) from None
+    except Exception as err:  # requests / tiledb errors: report them as unreachable
+        raise ConnectionError(f"could not open {where}: {type(err).__name__}: {err}") from err
+
+
+def _build_obs_filter(dataset_ids: Sequence[str] | None, obs_value_filter: str | None) -> str:
+    parts = []
+    if dataset_ids is not None:
+        ids = [dataset_ids] if isinstance(dataset_ids, str) else list(dataset_ids)
+        if not ids or not all(isinstance(i, str) and i for i in ids):
+            raise ValueError(f"`dataset_ids` must be non-empty strings, got {dataset_ids!r}.")
+        parts.append("dataset_id in [" + ", ".join(repr(i) for i in ids) + "]")
+    if obs_value_filter is not None:
+        if not isinstance(obs_value_filter, str) or not obs_value_filter.strip():
+            raise ValueError(
+                f"`obs_value_filter` must be a non-empty string, got {obs_value_filter!r}."
+            )
+        parts.append(f"({obs_value_filter})")
+    if not parts:
+        raise ValueError(
+            "give `dataset_ids` and/or `obs_value_filter`; loading a whole Census organism into "
+            "memory is not supported (use `census_datamodule` for out-of-core training)."
+        )
+    return " and ".join(parts)
+
+
+def _experiment_name(organism: str) -> str:
+    if not isinstance(organism, str):
+        raise TypeError(f"`organism` must be a string, got {type(organism).__name__}.")
+    key = organism.strip().lower().replace("_", " ")
+    if key not in _ORGANISMS:
+        raise ValueError(f"`organism` must be one of {sorted(_ORGANISMS)}, got {organism!r}.")
+    return _ORGANISMS[key]
+
+
+_AGE_PATTERNS = (
+    (re.compile(r"^(\d+(?:\.\d+)?)[- ]year[- ]old (?:human )?stage$"), 1.0),
+    (re.compile(r"^(\d+(?:\.\d+)?)[- ]month[- ]old (?:human )?stage$"), 1.0 / 12.0),
+)
+
+
+def parse_age_years(development_stage: Sequence[str] | pd.Series) -> np.ndarray:
+    """Exact age in years from Census ``development_stage`` labels.
+
+    ``"63-year-old stage"`` gives 63 and ``"18-month-old stage"`` 1.5; broad categories
+    (``"80 year-old and over stage"``, ``"sixth decade stage"``, ``"adult stage"``,
+    ``"unknown"``) give NaN, because appendix C.8 removes cells "containing broad categories
+    instead of exact ages" from the age regression.
+
+    Parameters
+    ----------
+    development_stage
+        Labels, one per cell.
+
+    Returns
+    -------
+    Float array of ages in years (NaN where no exact age is given).
+    """
+    if isinstance(development_stage, str):
+        raise TypeError("`development_stage` must be a sequence of labels, not a single string.")
+    labels = pd.Series(development_stage, dtype="object").astype(str)
+    uniques = labels.unique()
+    lookup = {}
+    for label in uniques:
+        value = np.nan
+        text = label.strip().lower()
+        for pattern, scale in _AGE_PATTERNS:
+            match = pattern.match(text)
+            if match:
+                value = float(match.group(1)) * scale
+                break
+        lookup[label] = value
+    return labels.map(lookup).to_numpy(dtype=np.float64)
+
+
+def _finalise(adata: AnnData, counts_layer: str, var_index: str | None) -> AnnData:
+    """Integer CSR counts in ``counts_layer`` and ``X``, string categories, ``age_years``."""
+    X = adata.X
+    X = sparse.csr_matrix(X) if not sparse.issparse(X) else X.tocsr()
+    data = X.data
+    if data.size and (not np.isfinite(data).all() or (data < 0).any()):
+        raise ValueError("the loaded X layer is not a matrix of non-negative counts.")
+    if data.size and not np.array_equal(data, np.rint(data)):
+        raise ValueError(
+            "the loaded X layer is not integer counts; load the raw counts layer ('raw')."
+        )
+    counts = X.astype(np.int32 if (not data.size or data.max() < 2**31) else np.int64)
+    adata.X = counts.copy()
+    adata.layers[counts_layer] = counts
+    for col in adata.obs.columns:
+        if adata.obs[col].dtype == object:
+            adata.obs[col] = adata.obs[col].astype("category")
+    if "development_stage" in adata.obs:
+        adata.obs["age_years"] = parse_age_years(adata.obs["development_stage"])
+    if var_index is not None and var_index in adata.var:
+        names = adata.var[var_index].astype(str)
+        if names.is_unique:
+            adata.var_names = names.to_numpy()
+    adata.obs_names = adata.obs_names.astype(str)
+    adata.var_names = adata.var_names.astype(str)
+    return adata
+
+
+def load_census(
+    dataset_ids: str | Sequence[str] | None = None,
+    obs_value_filter: str | None = None,
+    census_uri: str | None = None,
+    organism: str = "Homo sapiens",
+    obs_columns: Sequence[str] | None = CENSUS_OBS_COLUMNS,
+    var_value_filter: str | None = None,
+    x_layer: str = "raw",
+    counts_layer: str = "counts",
+    var_index: str | None = "feature_name",
+    census_version: str | None = "stable",
+    timeout: float | None = 120.0,
+    query_timeout: float | None = None,
+) -> AnnData:
+    """Load cells of the CELLxGENE Census (selected by dataset id and/or obs filter) into memory.
+
+    Parameters
+    ----------
+    dataset_ids
+        One or several Census ``dataset_id`` values (e.g. the HLCA or SEA-AD dataset).
+    obs_value_filter
+        A SOMA value filter on ``obs``, e.g. ``"tissue_general == 'lung' and disease ==
+        'normal'"``; combined with ``dataset_ids`` by ``and``.
+    census_uri
+        Location of the Census (``None``: the public release ``census_version``); a local
+        SOMA collection with the Census layout works the same way.
+    organism
+        ``"Homo sapiens"`` or ``"Mus musculus"``.
+    obs_columns
+        ``obs`` columns to keep (those missing from the experiment are skipped); ``None``
+        keeps all.
+    var_value_filter
+        Optional SOMA value filter on genes.
+    x_layer
+        X layer with raw counts (``"raw"`` in the Census).
+    counts_layer
+        Name of the layer that receives the integer counts (``X`` holds them too).
+    var_index
+        ``var`` column used as gene names when unique (``"feature_name"``); ``None`` keeps
+        the Ensembl ids.
+    census_version
+        Census release when ``census_uri`` is ``None``.
+    timeout
+        Seconds allowed for opening the Census; ``None`` waits forever.
+    query_timeout
+        Seconds allowed for reading the selected cells; ``None`` (default) waits forever, as
+        large atlases take hours to download.
+
+    Returns
+    -------
+    AnnData with integer counts (CSR) in ``.layers[counts_layer]`` and ``.X``, the kept
+    ``obs`` columns as categories, and ``obs["age_years"]`` parsed from
+    ``development_stage`` (see :func:`parse_age_years`).
+
+    Raises
+    ------
+    ValueError
+        For an empty selection or bad arguments.
+    ConnectionError
+        When the Census cannot be reached in time.
+    """
+    value_filter = _build_obs_filter(dataset_ids, obs_value_filter)
+    exp_name = _experiment_name(organism)
+    if not isinstance(counts_layer, str) or not counts_layer:
+        raise ValueError(f"`counts_layer` must be a non-empty string, got {counts_layer!r}.")
+    import cellxgene_census
+
+    census = open_census(census_uri, census_version=census_version, timeout=timeout)
+    try:
+        experiment = census["census_data"][exp_name]
+        available = set(experiment.obs.schema.names)
+        columns = None
+        if obs_columns is not None:
+            columns = ["soma_joinid"] + [c for c in obs_columns if c in available]
+        adata = _run_with_timeout(
+            lambda: cellxgene_census.get_anndata(
+                census,
+                organism=organism,
+                measurement_name="RNA",
+                X_name=x_layer,
+                obs_value_filter=value_filter,
+                var_value_filter=var_value_filter,
+                obs_column_names=columns,
+            ),
+            query_timeout,
+            "the Census query",
+        )
+    except TimeoutError as err:
+        raise ConnectionError(str(err)) from None
+    finally:
+        census.close()
+    if adata.n_obs == 0:
+        raise ValueError(f"no cells match the filter {value_filter!r}.")
+    return _finalise(adata, counts_layer, var_index)
+
+
+def read_cellxgene_h5ad(
+    path: str,
+    counts_layer: str = "counts",
+    var_index: str | None = "feature_name",
+) -> AnnData:
+    """Read an ``.h5ad`` downloaded from the CELLxGENE portal, with the raw counts restored.
+
+    Portal files keep the raw counts in ``.raw.X`` (and normalised values in ``.X``) when
+    both exist, otherwise the counts in ``.X``. Dataset-specific columns that the Census does
+    not carry (for SEA-AD e.g. the ADNC score and supertypes) are kept.
+
+    Parameters
+    ----------
+    path
+        Path of the ``.h5ad`` file.
+    counts_layer
+        Layer that receives the integer counts (``X`` holds them too).
+    var_index
+        ``var`` column used as gene names when unique; ``None`` keeps the index.
+
+    Returns
+    -------
+    AnnData laid out as :func:`load_census` returns it.
+    """
+    import anndata
+
+    if not isinstance(path, str | bytes) and not hasattr(path, "__fspath__"):
+        raise TypeError(f"`path` must be a path, got {type(path).__name__}.")
+    src = anndata.read_h5ad(path)
+    if src.raw is not None:
+        adata = AnnData(X=src.raw.X, obs=src.obs.copy(), var=src.raw.var.copy())
+        if var_index is not None and var_index not in adata.var and var_index in src.var:
+            adata.var[var_index] = src.var[var_index].reindex(adata.var_names).to_numpy()
+    else:
+        adata = AnnData(X=src.X, obs=src.obs.copy(), var=src.var.copy())
+    return _finalise(adata, counts_layer, var_index)
+
+
+def census_datamodule(
+    dataset_ids: str | Sequence[str] | None = None,
+    obs_value_filter: str | None = None,
+    census_uri: str | None = None,
+    organism: str = "Homo sapiens",
+    batch_column_names: Sequence[str] = ("donor_id",),
+    var_joinids: Sequence[int] | None = None,
+    batch_size: int = 400,
+    train_size: float = 0.9,
+    seed: int = 0,
+    x_layer: str = "raw",
+    census_version: str | None = "stable",
+    timeout: float | None = 120.0,
+    **kwargs: Any,
+):
+    """Out-of-core training data for :class:`~scr2mae.R2MAEModel` from a SOMA experiment.
+
+    Wraps scvi-tools' :class:`~scvi.dataloaders.TileDBDataModule` (which streams mini-batches
+    through ``tiledbsoma_ml``) around a query of the Census, so that atlases larger than memory
+    can be used::
+
+        dm = census_datamodule(dataset_ids=[...], census_uri=None)
+        model = R2MAEModel(registry=dm.registry)
+        model.train(datamodule=dm, max_epochs=50)
+
+    Parameters
+    ----------
+    dataset_ids, obs_value_filter
+        Cell selection, as in :func:`load_census`.
+    census_uri, organism, census_version, timeout
+        Census location, as in :func:`load_census`.
+    batch_column_names
+        ``obs`` columns whose combination is the model's batch covariate.
+    var_joinids
+        ``soma_joinid`` of the genes to use (e.g. the highly variable genes found on a
+        subsample); ``None`` uses all genes.
+    batch_size
+        Cells per mini-batch (the paper used 400).
+    train_size
+        Fraction of cells used for training; the rest is the validation set.
+    seed
+        Seed of the shuffling and of the train/validation split.
+    x_layer
+        X layer with raw counts.
+    **kwargs
+        Passed to :class:`~scvi.dataloaders.TileDBDataModule` (e.g. ``dataloader_kwargs``).
+
+    Returns
+    -------
+    The ``TileDBDataModule``; the open Census is kept in its ``census`` attribute (close it
+    when done).
+    """
+    value_filter = _build_obs_filter(dataset_ids, obs_value_filter)
+    exp_name = _experiment_name(organism)
+    if isinstance(batch_column_names, str) or not all(
+        isinstance(c, str) for c in batch_column_names
+    ):
+        raise TypeError("`batch_column_names` must be a sequence of column names.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
+    if not 0.0 < float(train_size) <= 1.0:
+        raise ValueError(f"`train_size` must lie in (0, 1], got {train_size!r}.")
+    import tiledbsoma
+    from scvi.dataloaders import TileDBDataModule
+
+    census = open_census(census_uri, census_version=census_version, timeout=timeout)
+    try:
+        experiment = census["census_data"][exp_name]
+        missing = set(batch_column_names) - set(experiment.obs.schema.names)
+        if missing:
+            raise ValueError(
+                f"`batch_column_names` not in the experiment's obs: {sorted(missing)}."
+            )
+        var_query = (
+            tiledbsoma.AxisQuery()
+            if var_joinids is None
+            else tiledbsoma.AxisQuery(coords=(np.asarray(var_joinids, dtype=np.int64),))
+        )
+        query = experiment.axis_query(
+            "RNA",
+            obs_query=tiledbsoma.AxisQuery(value_filter=value_filter),
+            var_query=var_query,
+        )
+        datamodule = _run_with_timeout(
+            lambda: TileDBDataModule(
+                query,
+                layer_name=x_layer,
+                batch_size=batch_size,
+                shuffle=True,
+                seed=seed,
+                batch_column_names=list(batch_column_names),
+                train_size=float(train_size),
+                split_seed=seed,
+                dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
+                **kwargs,
+            ),
+            timeout,
+            "the Census query",
+        )
+    except TimeoutError as err:
+        census.close()
+        raise ConnectionError(str(err)) from None
+    except BaseException:
+        census.close()
+        raise
+    if datamodule.n_obs == 0:
+        census.close()
+        raise ValueError(f"no cells match the filter {value_filter!r}.")
+    datamodule.census = census
+    return datamodule
+
+
+def datamodule_batches(datamodule, which: str = "train"):
+    """Mini-batches of a ``TileDBDataModule`` as the tensor dictionaries the models read.
+
+    Useful to embed streamed cells, e.g.
+    ``model.get_latent_representation(dataloader=datamodule_batches(dm, "val"))``.
+
+    Parameters
+    ----------
+    datamodule
+        A set-up or not yet set-up ``TileDBDataModule`` (it is set up if needed).
+    which
+        ``"train"`` or ``"val"``.
+
+    Yields
+    ------
+    Dictionaries with ``"X"``, ``"batch"`` and the other registered tensors.
+    """
+    if which not in ("train", "val"):
+        raise ValueError(f"`which` must be 'train' or 'val', got {which!r}.")
+    if not hasattr(datamodule, "train_dataset"):
+        datamodule.setup()
+    loader = datamodule.train_dataloader() if which == "train" else datamodule.val_dataloader()
+    if loader is None:
+        raise ValueError("the data module has no validation split (train_size=1).")
+    for batch in loader:
+        yield datamodule.on_before_batch_transfer(batch, 0)

@@ -1,0 +1,138 @@
+"""The paper's preprocessing of single-cell counts (appendix C.8)."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+__all__ = ["log_normalize", "preprocess_counts"]
+
+
+def log_normalize(counts, target_sum: float = 1e4) -> np.ndarray | sparse.csr_matrix:
+    """``log1p(counts / library_size × target_sum)`` per cell (zero-count cells stay zero).
+
+    Parameters
+    ----------
+    counts
+        ``(cells, genes)`` counts, dense or sparse.
+    target_sum
+        Total each cell is scaled to before the logarithm (1e4: "counts per 10k").
+
+    Returns
+    -------
+    Float32 array (CSR if the input is sparse).
+    """
+    if not target_sum > 0:
+        raise ValueError(f"`target_sum` must be positive, got {target_sum!r}.")
+    if sparse.issparse(counts):
+        X = sparse.csr_matrix(counts, dtype=np.float64)
+        lib = np.asarray(X.sum(1)).ravel()
+        scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
+        X = sparse.diags(scale) @ X
+        X.data = np.log1p(X.data)
+        return X.astype(np.float32).tocsr()
+    X = np.asarray(counts, dtype=np.float64)
+    lib = X.sum(1, keepdims=True)
+    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
+    return np.log1p(X * scale).astype(np.float32)
+
+
+def preprocess_counts(
+    adata: AnnData,
+    counts_layer: str | None = "counts",
+    n_top_genes: int | None = 5000,
+    min_genes: int | None = 20,
+    target_sum: float = 1e4,
+) -> AnnData:
+    """Select highly variable genes and drop poorly covered cells, keeping the raw counts.
+
+    Appendix C.8: the atlases "were subsetted to 5000 highly variable genes (HVGs) using the
+    default procedure in Scanpy", and (HLCA) cells with "fewer than 20 of these HVGs" were
+    removed. Scanpy's default procedure is :func:`scanpy.pp.highly_variable_genes` with
+    ``flavor="seurat"`` on log-normalised counts (``normalize_total`` to ``target_sum`` then
+    ``log1p``); this function does that on a copy. When the data have no more than
+    ``n_top_genes`` genes, all genes are kept.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts; it is not modified.
+    counts_layer
+        Layer with the counts; ``None`` uses ``adata.X``.
+    n_top_genes
+        Number of highly variable genes (``None`` keeps all genes).
+    min_genes
+        Minimum number of the selected genes a cell must express (count > 0); ``None`` or 0
+        keeps all cells.
+    target_sum
+        Library size used for the log-normalisation.
+
+    Returns
+    -------
+    A new AnnData restricted to the selected genes and cells, with the counts unchanged in
+    ``.layers["counts"]``, ``log1p`` counts-per-``target_sum`` in ``.X`` (computed on the
+    selected genes), genes without any count in the kept cells removed,
+    ``var["highly_variable"]``/``var["dispersions_norm"]`` from scanpy and
+    ``obs["n_hvg_expressed"]``.
+
+    Raises
+    ------
+    ValueError
+        For a missing layer, non-count data, or when no cell is left.
+    """
+    import scanpy as sc
+
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+    if counts_layer is not None and counts_layer not in adata.layers:
+        raise ValueError(
+            f"`counts_layer` {counts_layer!r} is not a layer of `adata` "
+            f"(layers: {list(adata.layers)})."
+        )
+    if n_top_genes is not None and (
+        isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int) or n_top_genes < 1
+    ):
+        raise ValueError(f"`n_top_genes` must be a positive integer or None, got {n_top_genes!r}.")
+    if min_genes is not None and (
+        isinstance(min_genes, bool) or not isinstance(min_genes, int) or min_genes < 0
+    ):
+        raise ValueError(f"`min_genes` must be a non-negative integer or None, got {min_genes!r}.")
+    counts = adata.X if counts_layer is None else adata.layers[counts_layer]
+    counts = sparse.csr_matrix(counts) if not sparse.issparse(counts) else counts.tocsr()
+    data = counts.data
+    if data.size and (
+        not np.isfinite(data).all() or (data < 0).any() or not np.array_equal(data, np.rint(data))
+    ):
+        raise ValueError("the counts must be non-negative integers (raw counts, not normalised).")
+
+    lognorm = AnnData(X=log_normalize(counts, target_sum), var=adata.var[[]].copy())
+    if n_top_genes is None or n_top_genes >= adata.n_vars:
+        keep_genes = np.ones(adata.n_vars, dtype=bool)
+        dispersions = np.full(adata.n_vars, np.nan)
+    else:
+        stats = sc.pp.highly_variable_genes(lognorm, n_top_genes=n_top_genes, inplace=False)
+        keep_genes = stats["highly_variable"].to_numpy(dtype=bool)
+        dispersions = stats["dispersions_norm"].to_numpy(dtype=np.float64)
+
+    sub = counts[:, keep_genes]
+    n_expressed = np.asarray((sub > 0).sum(1)).ravel()
+    keep_cells = n_expressed >= (min_genes or 0)
+    if not keep_cells.any():
+        raise ValueError(f"no cell expresses at least min_genes={min_genes} of the selected genes.")
+
+    sub = sub[keep_cells]
+    # genes without a single count in the kept cells carry nothing and break count models
+    nonzero = np.asarray((sub > 0).sum(0)).ravel() > 0
+    gene_pos = np.flatnonzero(keep_genes)[nonzero]
+    sub = sub[:, nonzero]
+    out = AnnData(
+        X=log_normalize(sub, target_sum),
+        obs=adata.obs.loc[keep_cells].copy(),
+        var=adata.var.iloc[gene_pos].copy(),
+    )
+    out.layers["counts"] = sub.copy()
+    out.var["highly_variable"] = True
+    out.var["dispersions_norm"] = dispersions[gene_pos]
+    out.obs["n_hvg_expressed"] = n_expressed[keep_cells]
+    return out

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from scr2mae.data import census_datamodule, datamodule_batches, load_census, parse_age_years
+
+
+def test_load_by_dataset_id_keeps_counts_and_metadata(local_census, census_adata):
+    adata = load_census(dataset_ids="ds_lung", census_uri=local_census, timeout=60)
+    assert adata.n_obs == 80 and adata.n_vars == 30
+    assert list(adata.var_names[:2]) == ["GENE0", "GENE1"]
+    for col in ("donor_id", "cell_type", "disease", "development_stage", "age_years"):
+        assert col in adata.obs
+    counts = adata.layers["counts"]
+    assert np.issubdtype(counts.dtype, np.integer)
+    # same cells, same counts as written
+    order = np.argsort(adata.obs["soma_joinid"].to_numpy())
+    expected = census_adata.X[:80].toarray()
+    np.testing.assert_array_equal(counts.toarray()[order], expected)
+    ages = adata.obs["age_years"].to_numpy()
+    assert set(np.unique(ages[np.isfinite(ages)])) == {45.0}
+    assert np.isnan(ages).sum() == (adata.obs["development_stage"].str.contains("over")).sum()
+
+
+def test_load_by_obs_filter_combines_with_dataset(local_census):
+    adata = load_census(
+        dataset_ids=["ds_lung", "ds_other"],
+        obs_value_filter="disease == 'COPD' and donor_id in ['d3', 'd4']",
+        census_uri=local_census,
+    )
+    assert set(adata.obs["donor_id"]) == {"d3", "d4"}
+    assert set(adata.obs["disease"]) == {"COPD"}
+    assert adata.n_obs == 40
+
+
+def test_load_census_rejects_bad_input(local_census):
+    with pytest.raises(ValueError, match="dataset_ids"):
+        load_census(census_uri=local_census)
+    with pytest.raises(ValueError, match="organism"):
+        load_census(dataset_ids="x", organism="Danio rerio", census_uri=local_census)
+    with pytest.raises(ValueError, match="no cells match"):
+        load_census(dataset_ids="nope", census_uri=local_census)
+
+
+def test_unreachable_census_raises_connection_error(tmp_path):
+    with pytest.raises(ConnectionError, match=r"could not open|did not answer"):
+        load_census(dataset_ids="x", census_uri=str(tmp_path / "missing"), timeout=30)
+
+
+def test_parse_age_years():
+    ages = parse_age_years(
+        [
+            "63-year-old stage",
+            "80 year-old and over stage",
+            "18-month-old stage",
+            "sixth decade stage",
+            "unknown",
+        ]
+    )
+    np.testing.assert_allclose(ages[[0, 2]], [63.0, 1.5])
+    assert np.isnan(ages[[1, 3, 4]]).all()
+    with pytest.raises(TypeError):
+        parse_age_years("63-year-old stage")
+
+
+def test_out_of_core_training_from_soma(local_census):
+    # scvi-tools' TileDBDataModule streams through tiledbsoma-ml (a dependency of this feature)
+    pytest.importorskip("tiledbsoma_ml")
+    import scvi
+
+    from scr2mae import R2MAEModel
+
+    torch.set_num_threads(1)
+    dm = census_datamodule(
+        dataset_ids="ds_lung",
+        census_uri=local_census,
+        batch_column_names=["donor_id"],
+        batch_size=16,
+        train_size=0.8,
+        seed=0,
+    )
+    try:
+        assert (dm.n_obs, dm.n_vars, dm.n_batch) == (80, 30, 6)
+        scvi.settings.seed = 0
+        model = R2MAEModel(registry=dm.registry, n_hidden=16, n_latent=4)
+        # the module is built from the data module's registry: 30 genes + 6 donors in
+        assert model.module.encoder_hidden[0].in_features == 36
+        model.train(max_epochs=2, datamodule=dm, enable_progress_bar=False)
+        assert model.module.n_batch == 6 and model.module.n_input == 30
+        losses = model.history["train_loss"].to_numpy(dtype=float).ravel()
+        assert losses.size == 2 and np.isfinite(losses).all()
+        z = model.get_latent_representation(dataloader=datamodule_batches(dm, "val"))
+        assert z.shape == (16, 4) and np.isfinite(z).all()
+        with pytest.raises(ValueError, match="not both"):
+            model.get_latent_representation(indices=[0], dataloader=[])
+    finally:
+        dm.census.close()
+
+
+def test_read_cellxgene_h5ad_restores_raw_counts(tmp_path, census_adata):
+    from anndata import AnnData
+
+    from scr2mae.data import log_normalize, read_cellxgene_h5ad
+
+    portal = AnnData(
+        X=log_normalize(census_adata.X), obs=census_adata.obs.copy(), var=census_adata.var.copy()
+    )
+    portal.raw = AnnData(X=census_adata.X.copy(), var=census_adata.var.copy())
+    portal.obs["ADNC"] = "Low"
+    portal.write_h5ad(tmp_path / "portal.h5ad")
+    adata = read_cellxgene_h5ad(tmp_path / "portal.h5ad")
+    assert (adata.layers["counts"] != census_adata.X).nnz == 0
+    assert list(adata.var_names[:1]) == ["GENE0"] and "ADNC" in adata.obs
+    assert adata.obs["age_years"].notna().sum() == 100
