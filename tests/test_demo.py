@@ -11,10 +11,11 @@ def test_pbmc68k_counts_recovers_integer_counts():
     counts = adata.layers["counts"]
     assert np.issubdtype(counts.dtype, np.integer)
     assert counts.min() >= 0
-    # log-normalising the recovered counts with the original totals gives back .X
+    # log-normalising the recovered counts with the original totals gives back .X, which
+    # scanpy stores rounded to three decimals
     n_counts = adata.obs["n_counts"].to_numpy()[:, None]
     relog = np.log1p(counts.toarray() / n_counts * 1e4)
-    np.testing.assert_allclose(relog, adata.X.toarray(), atol=1e-4)
+    np.testing.assert_allclose(relog, adata.X.toarray(), atol=5.1e-4)
     assert "bulk_labels" in adata.obs
 
 
