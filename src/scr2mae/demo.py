@@ -113,7 +113,7 @@ def run_demo(
     ax.set_ylabel("UMAP 2")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("R2MAE latent space of 700 PBMCs (pbmc68k_reduced)")
+    ax.set_title(f"R2MAE latent space of {adata.n_obs} PBMCs (pbmc68k_reduced)")
     ax.legend(fontsize=7, markerscale=2, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     fig.savefig(out / "umap_r2mae.png", dpi=120)
