@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._schedules import DiscreteRatios, RatioDraw, _check_ratio
+from ._schedules import DiscreteRatios, RatioDraw, _check_ratio, _ParameterObject
 
 __all__ = [
     "CURRICULUM_STRATEGIES",
@@ -224,7 +224,7 @@ def _step_tensor(step: int | torch.Tensor, device: str | torch.device | None) ->
     return torch.full((), float(step), device=device, dtype=torch.float32)
 
 
-class GradientMultiplierSchedule:
+class GradientMultiplierSchedule(_ParameterObject):
     """Base class: the gradient coefficient the weight generator receives at each step.
 
     During the first ``warmup_steps`` steps the coefficient is ``0`` (the generator is frozen,
@@ -273,16 +273,6 @@ class GradientMultiplierSchedule:
                 "`self.global_step`."
             )
         return step < self.warmup_steps
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(vars(self).items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
 
 
 class ConstantMultiplier(GradientMultiplierSchedule):

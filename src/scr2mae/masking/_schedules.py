@@ -85,7 +85,21 @@ class RatioDraw(NamedTuple):
     index: torch.Tensor | None
 
 
-class RatioSchedule:
+class _ParameterObject:
+    """Equality, hashing and repr from the instance's parameters (its ``vars``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(vars(self).items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class RatioSchedule(_ParameterObject):
     """Base class of masking-ratio schedules.
 
     Subclasses implement :meth:`sample`; discrete schedules also override :meth:`draw`.
@@ -153,16 +167,6 @@ class RatioSchedule:
         Schedules that do not depend on the step return themselves.
         """
         return self
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(vars(self).items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
 
 
 class FixedRatio(RatioSchedule):
