@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -112,3 +113,68 @@ def test_read_cellxgene_h5ad_restores_raw_counts(tmp_path, census_adata):
     assert (adata.layers["counts"] != census_adata.X).nnz == 0
     assert list(adata.var_names[:1]) == ["GENE0"] and "ADNC" in adata.obs
     assert adata.obs["age_years"].notna().sum() == 100
+
+
+def test_write_census_standin_round_trips_through_load_census(tmp_path, census_adata):
+    from scr2mae.data import write_census_standin
+
+    adata = census_adata.copy()
+    adata.layers["counts"] = adata.X.copy()
+    adata.obs["disease"] = adata.obs["disease"].astype("category")
+    before = adata.obs.copy()
+    uri = write_census_standin(adata, tmp_path / "standin")
+    assert uri == str(tmp_path / "standin")
+    pd.testing.assert_frame_equal(adata.obs, before)  # the user's object is untouched
+    back = load_census(dataset_ids="ds_lung", census_uri=uri, var_index=None)
+    order = np.argsort(back.obs["soma_joinid"].to_numpy())
+    np.testing.assert_array_equal(back.layers["counts"].toarray()[order], adata.X.toarray()[:80])
+    assert back.obs["disease"].iloc[order].tolist() == adata.obs["disease"][:80].tolist()
+    assert list(back.var_names) == list(adata.var_names)
+    with pytest.raises(FileExistsError):
+        write_census_standin(adata, uri)
+    with pytest.raises(ValueError, match="layer 'missing' not found"):
+        write_census_standin(adata, tmp_path / "other", counts_layer="missing")
+    bad = adata.copy()
+    bad.layers["counts"] = bad.X.astype(np.float32) * 0.5
+    with pytest.raises(ValueError, match="non-integer"):
+        write_census_standin(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_anndata_batches_encode_in_memory_cells_like_the_datamodule(local_census):
+    pytest.importorskip("tiledbsoma_ml")
+    from scr2mae import R2MAEModel
+    from scr2mae.data import anndata_batches
+
+    torch.set_num_threads(1)
+    dm = census_datamodule(
+        dataset_ids="ds_lung", census_uri=local_census, batch_column_names=["donor_id"]
+    )
+    try:
+        adata = load_census(dataset_ids="ds_lung", census_uri=local_census)
+        batches = list(anndata_batches(adata, dm, batch_size=32))
+        assert [b["X"].shape[0] for b in batches] == [32, 32, 16]
+        x = torch.cat([b["X"] for b in batches]).numpy()
+        np.testing.assert_array_equal(x, adata.layers["counts"].toarray())
+        codes = torch.cat([b["batch"] for b in batches]).numpy().ravel()
+        donors = dm.batch_encoder.classes_[codes]
+        assert donors.tolist() == adata.obs["donor_id"].astype(str).tolist()
+        model = R2MAEModel(registry=dm.registry, n_hidden=8, n_latent=3)
+        model.train(max_epochs=1, datamodule=dm, enable_progress_bar=False)
+        z = model.get_latent_representation(dataloader=anndata_batches(adata, dm))
+        assert z.shape == (80, 3) and np.isfinite(z).all()
+        # checked when called, before any reading
+        with pytest.raises(ValueError, match="same order"):
+            anndata_batches(adata[:, ::-1], dm)
+        no_donor = adata.copy()
+        del no_donor.obs["donor_id"]
+        with pytest.raises(ValueError, match="batch columns missing"):
+            anndata_batches(no_donor, dm)
+        other = adata.copy()
+        other.obs["donor_id"] = "a new donor"
+        with pytest.raises(ValueError, match="not seen"):
+            anndata_batches(other, dm)
+        with pytest.raises(ValueError, match="layer 'nope'"):
+            anndata_batches(adata, dm, layer="nope")
+    finally:
+        dm.census.close()

@@ -2,12 +2,14 @@
 
 from ._census import (
     CENSUS_OBS_COLUMNS,
+    anndata_batches,
     census_datamodule,
     datamodule_batches,
     load_census,
     open_census,
     parse_age_years,
     read_cellxgene_h5ad,
+    write_census_standin,
 )
 from ._datasets import pbmc68k_counts
 from ._preprocess import log_normalize, preprocess_counts
@@ -16,6 +18,7 @@ from ._synthetic import synthetic_donor_counts
 __all__ = ["pbmc68k_counts"]
 __all__ += [
     "CENSUS_OBS_COLUMNS",
+    "anndata_batches",
     "census_datamodule",
     "datamodule_batches",
     "load_census",
@@ -25,6 +28,7 @@ __all__ += [
     "preprocess_counts",
     "read_cellxgene_h5ad",
     "synthetic_donor_counts",
+    "write_census_standin",
 ]
 __all__ += ["MaskingStepCallback", "R2MAEDataCollator"]
 

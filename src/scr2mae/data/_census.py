@@ -21,12 +21,14 @@ from scipy import sparse
 
 __all__ = [
     "CENSUS_OBS_COLUMNS",
+    "anndata_batches",
     "census_datamodule",
     "datamodule_batches",
     "load_census",
     "open_census",
     "parse_age_years",
     "read_cellxgene_h5ad",
+    "write_census_standin",
 ]
 
 #: obs columns kept by default (donor, cell type, disease and age are what the probes need)
@@ -488,3 +490,170 @@ def datamodule_batches(datamodule, which: str = "train"):
         raise ValueError("the data module has no validation split (train_size=1).")
     for batch in loader:
         yield datamodule.on_before_batch_transfer(batch, 0)
+
+
+def anndata_batches(
+    adata: AnnData, datamodule, layer: str | None = "counts", batch_size: int = 1024
+):
+    """Mini-batches of in-memory cells, encoded exactly as a ``TileDBDataModule`` encodes its own.
+
+    A model trained out of core (``R2MAEModel(registry=dm.registry)``) has no AnnData of its
+    own; this turns cells loaded with :func:`load_census` (same genes) into the tensor
+    dictionaries the model reads, in the order of ``adata``, so that their embeddings can be
+    put next to their metadata::
+
+        z = model.get_latent_representation(dataloader=anndata_batches(adata, dm))
+
+    Parameters
+    ----------
+    adata
+        Cells with the data module's genes, in the same order (checked through
+        ``var["soma_joinid"]``, which :func:`load_census` keeps), and its batch columns in
+        ``obs``.
+    datamodule
+        The ``TileDBDataModule`` the model was trained with (e.g. from
+        :func:`census_datamodule`).
+    layer
+        Layer with the counts; ``None`` uses ``adata.X``.
+    batch_size
+        Cells per mini-batch.
+
+    Returns
+    -------
+    An iterator of dictionaries with ``"X"``, ``"batch"`` and the data module's other tensors.
+
+    Raises
+    ------
+    ValueError
+        When the genes differ from the data module's, a batch column is missing, or a batch
+        value was not seen by the data module (all checked when called, before any reading).
+    """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if layer is not None and layer not in adata.layers:
+        raise ValueError(f"layer {layer!r} not found; available layers: {sorted(adata.layers)}.")
+    if "soma_joinid" not in adata.var:
+        raise ValueError(
+            "`adata.var` has no 'soma_joinid' column; load the cells with `load_census` so "
+            "that their genes can be matched to the data module's."
+        )
+    expected = np.asarray(datamodule.query.var_joinids()).astype(np.int64)
+    found = adata.var["soma_joinid"].to_numpy().astype(np.int64)
+    if found.shape != expected.shape or not np.array_equal(found, expected):
+        raise ValueError(
+            f"the genes of `adata` ({found.size}) are not the data module's ({expected.size}) in "
+            "the same order; subset with `adata[:, order]` where order follows "
+            "`datamodule.query.var_joinids()`."
+        )
+    columns = list(datamodule.batch_column_names or [])
+    missing = [c for c in columns if c not in adata.obs]
+    if missing:
+        raise ValueError(f"batch columns missing from `adata.obs`: {missing}.")
+    obs = adata.obs[columns].copy()
+    if columns:
+        keys = obs[columns].astype(str).agg(datamodule.batch_colsep.join, axis=1)
+        unseen = sorted(set(keys) - {str(v) for v in datamodule.batch_encoder.classes_})
+        if unseen:
+            raise ValueError(f"batch values not seen by the data module: {unseen[:5]}.")
+    matrix = adata.X if layer is None else adata.layers[layer]
+
+    def batches():
+        for start in range(0, adata.n_obs, batch_size):
+            chunk = matrix[start : start + batch_size]
+            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+            part = obs.iloc[start : start + batch_size].reset_index(drop=True)
+            yield datamodule.on_before_batch_transfer((chunk.astype(np.float32), part), 0)
+
+    return batches()
+
+
+def write_census_standin(
+    adata: AnnData,
+    uri: str,
+    organism: str = "Homo sapiens",
+    counts_layer: str | None = "counts",
+) -> str:
+    """Write an AnnData as a local SOMA collection laid out like the CELLxGENE Census.
+
+    The result can be passed as ``census_uri`` to :func:`load_census`,
+    :func:`census_datamodule` and :func:`open_census`, which then run exactly as against the
+    public Census. This is how the tutorials and tests exercise the Census code without
+    network access; it also lets you stage your own data for out-of-core training.
+
+    Parameters
+    ----------
+    adata
+        Cells with raw integer counts and Census-style ``obs`` columns (``dataset_id``,
+        ``donor_id``, ``disease``, ...). It is not modified.
+    uri
+        Folder to create (it must not exist yet).
+    organism
+        ``"Homo sapiens"`` or ``"Mus musculus"``: the experiment is written to
+        ``census_data/homo_sapiens`` or ``census_data/mus_musculus``.
+    counts_layer
+        Layer with the counts (``None``: ``adata.X``); written as the ``raw`` X layer of the
+        ``RNA`` measurement.
+
+    Returns
+    -------
+    The location of the collection (``uri`` as a string).
+
+    Raises
+    ------
+    FileExistsError
+        When ``uri`` already exists.
+    ValueError
+        When the counts are not finite non-negative integers, the matrix is empty or the
+        layer is missing.
+    """
+    import os
+
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+    uri = os.fspath(uri)
+    if os.path.exists(uri):
+        raise FileExistsError(f"{uri!r} already exists; choose a new folder.")
+    exp_name = _experiment_name(organism)
+    if counts_layer is None:
+        counts = adata.X
+    elif counts_layer in adata.layers:
+        counts = adata.layers[counts_layer]
+    else:
+        raise ValueError(
+            f"layer {counts_layer!r} not found; available layers: {sorted(adata.layers)}."
+        )
+    name = "adata.X" if counts_layer is None else f"adata.layers[{counts_layer!r}]"
+    counts = sparse.csr_matrix(counts, dtype=np.float64)
+    values = counts.data
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or infinite values; raw counts are needed.")
+    if (values < 0).any():
+        raise ValueError(f"{name} contains negative values; raw counts are needed.")
+    if (values != np.round(values)).any():
+        raise ValueError(f"{name} contains non-integer values; raw counts are needed.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"{name} is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    import tiledbsoma
+    import tiledbsoma.io
+
+    counts = counts.astype(np.float32)
+    obs = adata.obs.copy()
+    for col in obs.columns:  # SOMA stores plain strings; categories are restored on reading
+        if isinstance(obs[col].dtype, pd.CategoricalDtype):
+            obs[col] = obs[col].astype(str)
+    var = adata.var.copy()
+    if "feature_id" not in var:
+        var["feature_id"] = np.asarray(adata.var_names, dtype=str)
+    if "feature_name" not in var:
+        var["feature_name"] = np.asarray(adata.var_names, dtype=str)
+    staged = AnnData(X=counts, obs=obs, var=var)
+    with tiledbsoma.Collection.create(uri) as census:
+        census.add_new_collection("census_info")
+        census.add_new_collection("census_data")
+    exp_uri = f"{uri}/census_data/{exp_name}"
+    tiledbsoma.io.from_anndata(exp_uri, staged, measurement_name="RNA", X_layer_name="raw")
+    with tiledbsoma.Collection.open(f"{uri}/census_data", "w") as data:
+        data.set(exp_name, tiledbsoma.Experiment.open(exp_uri))
+    return uri
