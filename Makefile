@@ -3,7 +3,7 @@ PYTHON ?= python3
 # CPU wheel of PyTorch installed first so that pip does not pull CUDA packages.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint format
+.PHONY: install demo test lint format docs docs-figures
 
 install:
 	$(PYTHON) -m pip install --quiet "$(TORCH)"
@@ -23,3 +23,11 @@ test: install
 format:
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
+
+# The documentation site (docs/_build/html), warnings as errors; tutorials without outputs run.
+docs: install
+	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+# Re-run the benchmark scripts that draw the documentation's figures (docs/_static/figures/).
+docs-figures: install
+	PYTHON=$(PYTHON) scripts/docs_figures.sh
