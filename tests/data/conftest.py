@@ -5,22 +5,6 @@ from anndata import AnnData
 from scipy import sparse
 
 
-def _write_census(root, adata):
-    """A local stand-in for the CELLxGENE Census with one human experiment."""
-    import tiledbsoma
-    import tiledbsoma.io
-
-    root = str(root)
-    with tiledbsoma.Collection.create(root) as census:
-        census.add_new_collection("census_info")
-        census.add_new_collection("census_data")
-    uri = f"{root}/census_data/homo_sapiens"
-    tiledbsoma.io.from_anndata(uri, adata, measurement_name="RNA", X_layer_name="raw")
-    with tiledbsoma.Collection.open(f"{root}/census_data", "w") as data:
-        data.set("homo_sapiens", tiledbsoma.Experiment.open(uri))
-    return root
-
-
 @pytest.fixture(scope="session")
 def census_adata():
     rng = np.random.default_rng(3)
@@ -51,4 +35,8 @@ def census_adata():
 
 @pytest.fixture(scope="session")
 def local_census(tmp_path_factory, census_adata):
-    return _write_census(tmp_path_factory.mktemp("census") / "census", census_adata)
+    from scr2mae.data import write_census_standin
+
+    return write_census_standin(
+        census_adata, tmp_path_factory.mktemp("census") / "census", counts_layer=None
+    )
