@@ -178,3 +178,20 @@ def test_anndata_batches_encode_in_memory_cells_like_the_datamodule(local_census
             anndata_batches(adata, dm, layer="nope")
     finally:
         dm.census.close()
+
+
+def test_write_census_standin_keeps_genes_without_counts(tmp_path, census_adata):
+    from scr2mae.data import write_census_standin
+
+    adata = census_adata.copy()
+    x = adata.X.toarray()
+    x[:, 0] = 0  # a gene never detected in these cells is valid Census content
+    adata.X = x
+    uri = write_census_standin(adata, tmp_path / "standin", counts_layer=None)
+    back = load_census(census_uri=uri, obs_value_filter="tissue == 'lung'", var_index=None)
+    assert back.n_vars == adata.n_vars
+    assert back.layers["counts"][:, 0].sum() == 0
+    negative = census_adata.copy()
+    negative.X = -census_adata.X
+    with pytest.raises(ValueError, match=r"write_census_standin: .*negative"):
+        write_census_standin(negative, tmp_path / "neg", counts_layer=None)

@@ -610,35 +610,24 @@ def write_census_standin(
     """
     import os
 
+    from ..model._validation import check_count_matrix
+
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     uri = os.fspath(uri)
     if os.path.exists(uri):
         raise FileExistsError(f"{uri!r} already exists; choose a new folder.")
     exp_name = _experiment_name(organism)
-    if counts_layer is None:
-        counts = adata.X
-    elif counts_layer in adata.layers:
-        counts = adata.layers[counts_layer]
-    else:
+    if counts_layer is not None and counts_layer not in adata.layers:
         raise ValueError(
             f"layer {counts_layer!r} not found; available layers: {sorted(adata.layers)}."
         )
-    name = "adata.X" if counts_layer is None else f"adata.layers[{counts_layer!r}]"
-    counts = sparse.csr_matrix(counts, dtype=np.float64)
-    values = counts.data
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinite values; raw counts are needed.")
-    if (values < 0).any():
-        raise ValueError(f"{name} contains negative values; raw counts are needed.")
-    if (values != np.round(values)).any():
-        raise ValueError(f"{name} contains non-integer values; raw counts are needed.")
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"{name} is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    check_count_matrix(adata, counts_layer, where="write_census_standin", allow_empty=True)
+    counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     import tiledbsoma
     import tiledbsoma.io
 
-    counts = counts.astype(np.float32)
+    counts = sparse.csr_matrix(counts, dtype=np.float32)
     obs = adata.obs.copy()
     for col in obs.columns:  # SOMA stores plain strings; categories are restored on reading
         if isinstance(obs[col].dtype, pd.CategoricalDtype):

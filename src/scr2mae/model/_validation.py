@@ -38,7 +38,9 @@ def _iter_blocks(mat):
             yield start, np.asarray(block)
 
 
-def check_count_matrix(adata: AnnData, layer: str | None = None, *, where: str = "") -> None:
+def check_count_matrix(
+    adata: AnnData, layer: str | None = None, *, where: str = "", allow_empty: bool = False
+) -> None:
     """Check that a layer holds raw counts usable by a count model.
 
     Parameters
@@ -49,12 +51,14 @@ def check_count_matrix(adata: AnnData, layer: str | None = None, *, where: str =
         Layer with the counts, ``None`` for ``adata.X``.
     where
         Optional text naming the caller, prefixed to error messages.
+    allow_empty
+        Accept cells and genes without any counts (e.g. when only storing the matrix).
 
     Raises
     ------
     ValueError
         If the matrix has no cells or genes, contains NaN/inf, negative or non-integer
-        values, cells without any counts, or genes without any counts.
+        values, or (unless ``allow_empty``) cells or genes without any counts.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}.")
@@ -91,6 +95,8 @@ def check_count_matrix(adata: AnnData, layer: str | None = None, *, where: str =
                 )
         cell_totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
         gene_totals += np.asarray(block.sum(axis=0)).ravel()
+    if allow_empty:
+        return
     empty_cells = np.flatnonzero(cell_totals == 0)
     if empty_cells.size:
         examples = list(adata.obs_names[empty_cells[:3]])
