@@ -85,7 +85,7 @@ def test_out_of_core_training_from_soma(local_census):
         scvi.settings.seed = 0
         model = R2MAEModel(registry=dm.registry, n_hidden=16, n_latent=4)
         # the module is built from the data module's registry: 30 genes + 6 donors in
-        assert model.module.encoder_hidden[0].in_features == 36
+        assert model.module.encoder.fc_layers[0][0].in_features == 36
         model.train(max_epochs=2, datamodule=dm, enable_progress_bar=False)
         assert model.module.n_batch == 6 and model.module.n_input == 30
         losses = model.history["train_loss"].to_numpy(dtype=float).ravel()

@@ -4,11 +4,11 @@ import pytest
 import scvi
 import torch
 from scipy import sparse
+from scvi.distributions import NegativeBinomial
 
 import scr2mae
 from scr2mae import R2MAEModel
 from scr2mae.masking import FixedRatio, LinearDecayRatio, UniformRatio
-from scr2mae.model import negative_binomial_nll
 
 SMALL = {"n_hidden": 32, "n_latent": 8}
 
@@ -101,7 +101,7 @@ def test_loss_gradient_only_through_masked_genes():
     mask[:, [1, 4, 7]] = True
     tensors = {"X": x}
     inf = module.inference(x, mask=mask)
-    gen = module.generative(inf["z"], inf["library"], inf["covariates"])
+    gen = module.generative(**module._get_generative_input(tensors, inf))
     rate = gen["px_rate"].detach().requires_grad_(True)
     out = module.loss(tensors, inf, {**gen, "px_rate": rate})
     out.loss.backward()
@@ -111,19 +111,10 @@ def test_loss_gradient_only_through_masked_genes():
     xg = x.clone().requires_grad_(True)
     module.inference(xg, mask=mask)["z"].sum().backward()
     assert torch.all(xg.grad[mask] == 0) and torch.any(xg.grad[~mask] != 0)
-    # the loss is the mean NB NLL over masked entries
-    nll = negative_binomial_nll(x, gen["px_rate"], gen["px_theta"])
+    # the loss is the mean NB negative log-likelihood (scvi-tools' distribution) over the
+    # masked entries
+    nll = -NegativeBinomial(mu=gen["px_rate"], theta=gen["px_r"]).log_prob(x)
     assert out.loss.item() == pytest.approx(nll[mask].mean().item(), rel=1e-5)
-
-
-def test_negative_binomial_nll_matches_scvi():
-    from scvi.distributions import NegativeBinomial
-
-    x = torch.tensor([[0.0, 1.0, 5.0, 30.0]])
-    mu = torch.tensor([[0.5, 2.0, 4.0, 25.0]])
-    theta = torch.tensor([0.7, 3.0, 10.0, 2.0])
-    expected = -NegativeBinomial(mu=mu, theta=theta).log_prob(x)
-    torch.testing.assert_close(negative_binomial_nll(x, mu, theta), expected, rtol=1e-4, atol=1e-5)
 
 
 def _structured(n_cells=300, n_genes=60, seed=0):
@@ -233,7 +224,6 @@ def _corrupt(kind, ad):
         ("nan", "NaN"),
         ("inf", "infinite"),
         ("empty cell", "cell"),
-        ("empty gene", "gene"),
     ],
 )
 def test_bad_counts_rejected_before_anything_is_written(adata, kind, match):
@@ -294,6 +284,17 @@ def test_bad_model_arguments_rejected_before_training(adata):
         model.train(max_epochs=0)
 
 
+def test_genes_without_counts_are_accepted_with_a_warning(adata):
+    ad = _corrupt("empty gene", adata)
+    with pytest.warns(UserWarning, match="1 gene"):
+        R2MAEModel.setup_anndata(ad, layer="counts", batch_key="batch")
+    model = R2MAEModel(ad, **SMALL)
+    model.train(max_epochs=2, batch_size=50, enable_progress_bar=False)
+    assert np.isfinite(model.get_latent_representation()).all()
+    expr = model.get_normalized_expression(return_numpy=True)
+    assert np.isfinite(expr).all() and expr.shape == (ad.n_obs, ad.n_vars)
+
+
 def test_covariates_are_used(adata):
     rng = np.random.default_rng(0)
     adata.obs["age"] = rng.normal(size=adata.n_obs)
@@ -306,9 +307,27 @@ def test_covariates_are_used(adata):
         continuous_covariate_keys=["age"],
     )
     model = R2MAEModel(adata, **SMALL)
-    assert model.module.n_covariates == 2 + 3 + 1
-    model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
-    assert model.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])
+    # genes + one continuous + two batches + three sites enter the first encoder layer
+    assert model.module.encoder.fc_layers[0][0].in_features == adata.n_vars + 1 + 2 + 3
+    model.train(max_epochs=2, batch_size=50, enable_progress_bar=False)
+    z = model.get_latent_representation()
+    expr = model.get_normalized_expression(return_numpy=True)
+    assert z.shape == (adata.n_obs, SMALL["n_latent"])
+    # changing each covariate changes the embedding and the decoded expression
+    for column, value in [("batch", None), ("site", None), ("age", 5.0)]:
+        changed = adata.copy()
+        if value is None:
+            old = changed.obs[column].astype(str)
+            cats = sorted(old.unique())
+            changed.obs[column] = [cats[(cats.index(v) + 1) % len(cats)] for v in old]
+        else:
+            changed.obs[column] = changed.obs[column] + value
+        for key in [k for k in changed.uns if k.startswith("_scvi")]:
+            del changed.uns[key]
+        z2 = model.get_latent_representation(changed)
+        expr2 = model.get_normalized_expression(changed, return_numpy=True)
+        assert np.abs(z2 - z).max() > 1e-3, column
+        assert np.abs(expr2 - expr).max() > 1e-6, column
 
 
 @pytest.mark.parametrize("strategy", ["cl", "cl_k0", "r2mae_cl", "R2MAE+CL (k=0)"])

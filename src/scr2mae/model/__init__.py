@@ -1,6 +1,6 @@
 """The single-cell front: :class:`R2MAEModel` and its torch module."""
 
 from ._model import R2MAEModel
-from ._module import R2MAEModule, negative_binomial_nll
+from ._module import R2MAEModule
 
-__all__ = ["R2MAEModel", "R2MAEModule", "negative_binomial_nll"]
+__all__ = ["R2MAEModel", "R2MAEModule"]

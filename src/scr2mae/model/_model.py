@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from scvi.data.fields import (
     LayerField,
     NumericalJointObsField,
 )
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import TrainingPlan
 
 from ..masking import (
@@ -31,7 +32,9 @@ from ..masking import (
     get_masking,
 )
 from ..masking._curriculum import _normalise_strategy
+from . import _hub
 from ._module import R2MAEModule
+from ._query import align_to_genes, gene_identifier_columns
 from ._validation import check_count_matrix, check_obs_keys
 
 logger = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ class R2MAETrainingPlan(TrainingPlan):
         return create
 
 
-class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
+class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Masked autoencoder for single-cell counts trained with randomly random masking (R2MAE).
 
     The architecture follows appendix C.8 of the R2MAE paper: an MLP encoder reads ``log1p`` of
@@ -93,6 +96,12 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
     parameters (softmax over genes × observed library size, one dispersion per gene), and the
     loss is the NB negative log-likelihood of the masked genes only. By default the masking
     ratio of every mini-batch is drawn uniformly from ``mask_range=(0.1, 0.5)``.
+
+    A trained model serves data measured on other gene panels: a gene that a query did not
+    measure is a *hidden* gene, which is what the model was trained to work with
+    (:meth:`prepare_query_anndata`, then :meth:`get_latent_representation`,
+    :meth:`get_normalized_expression` for imputation, or :meth:`load_query_data` to add new
+    batches and fine-tune).
 
     Parameters
     ----------
@@ -106,10 +115,10 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
     n_latent
         Dimension of the latent representation.
     n_layers
-        Hidden layers of the encoder (the encoder has ``n_layers + 1`` linear layers; 2 gives
-        the paper's 3-layer encoder).
+        Hidden layers of the encoder, at least 1 (the encoder has ``n_layers + 1`` linear
+        layers; 2 gives the paper's 3-layer encoder).
     n_layers_decoder
-        Hidden layers of the decoder (1 gives the paper's 2-layer decoder).
+        Hidden layers of the decoder, at least 1 (1 gives the paper's 2-layer decoder).
     dropout_rate
         Dropout after each hidden layer.
     mask_strategy
@@ -164,7 +173,7 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
             ("n_layers", n_layers),
             ("n_layers_decoder", n_layers_decoder),
         ):
-            minimum = 0 if name.startswith("n_layers") else 1
+            minimum = 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if not 0.0 <= float(dropout_rate) < 1.0:
@@ -214,6 +223,10 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
                 n_cats_per_cov=tuple(n_cats_per_cov) if n_cats_per_cov else None,
                 **self._module_kwargs,
             )
+        # other identifiers of the training genes (e.g. Ensembl IDs beside symbols), so that a
+        # query can be matched on them (`prepare_query_anndata(gene_key=...)`)
+        self.gene_identifiers_ = gene_identifier_columns(adata.var) if adata is not None else {}
+        self.is_query_model_ = False
         self.init_params_ = self._get_init_params(locals())
 
     # ------------------------------------------------------------------ setup
@@ -255,10 +268,17 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         ------
         ValueError
             For a missing layer or column, NaN/inf, negative or non-integer counts, empty
-            cells or genes, or an empty matrix.
+            cells, or an empty matrix. Genes without counts are accepted (they are measured
+            zeros; a warning says how many). NaN entries are accepted only in an AnnData made by
+            :meth:`prepare_query_anndata`, where they mark unmeasured genes.
         """
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        if kwargs.get("source_registry") is not None:
+            # loading a saved model or a query: the genes must be the model's, in its order
+            _compare_var_names(
+                _registry_var_names(kwargs["source_registry"]), np.asarray(adata.var_names)
+            )
         check_obs_keys(
             adata,
             batch_key=batch_key,
@@ -269,7 +289,7 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         check_count_matrix(adata, layer, where="setup_anndata")
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            _CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
@@ -280,26 +300,209 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         cls.register_manager(adata_manager)
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Check a new AnnData (genes, counts) before scvi-tools registers it."""
+        """Check a new AnnData (genes, counts, batches) before scvi-tools registers it."""
         if adata is not None and adata is not self.adata:
             if not isinstance(adata, AnnData):
                 raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-            self._check_var_names(adata.var_names)
+            _compare_var_names(_registry_var_names(self.registry_), np.asarray(adata.var_names))
             if self.get_anndata_manager(adata) is None:
                 layer = self.registry_["setup_args"].get("layer")
                 check_count_matrix(adata, layer, where="R2MAEModel")
+                self._check_categories(adata)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
-    def _check_var_names(self, var_names: Sequence[str]) -> None:
-        reference = self._reference_var_names()
-        if reference is None:
-            return
-        _compare_var_names(np.asarray(reference), np.asarray(var_names))
+    def _check_categories(self, adata: AnnData) -> None:
+        """Unseen values of the batch or a categorical covariate: a clear error, early."""
+        fields = self.registry_["field_registries"]
+        setup = self.registry_["setup_args"]
+        columns = [(setup.get("batch_key"), fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"])]
+        cat_state = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+        for key in setup.get("categorical_covariate_keys") or []:
+            columns.append((key, {"categorical_mapping": cat_state["mappings"][key]}))
+        for key, state in columns:
+            if key is None or key not in adata.obs.columns:
+                continue
+            known = {str(v) for v in state["categorical_mapping"]}
+            unseen = sorted({str(v) for v in adata.obs[key].unique()} - known)
+            if unseen:
+                raise ValueError(
+                    f"`.obs[{key!r}]` has value(s) the model was not trained on: {unseen[:5]}. "
+                    "The model has no weights for them. Add them with "
+                    "`R2MAEModel.load_query_data(adata, model)` (new batch weights, reference "
+                    "weights frozen), then `train()` on the query; or set the column to a "
+                    f"training value ({sorted(known)[:5]}) to borrow that batch's encoding."
+                )
 
-    def _reference_var_names(self):
-        if self.adata is not None:
-            return self.adata.var_names
-        return None
+    # ------------------------------------------------------------------ query data
+    @classmethod
+    def prepare_query_anndata(
+        cls,
+        adata: AnnData,
+        reference: str | os.PathLike | R2MAEModel,
+        gene_key: str | None = None,
+        min_gene_overlap: float | int = 0.25,
+        layer: str | Literal["auto"] | None = "auto",
+        nan_as_unmeasured: bool = False,
+    ) -> AnnData:
+        """Align a query to the model's genes; genes the query lacks become *unmeasured*.
+
+        Returns a new AnnData whose genes are the model's, in the model's order:
+
+        * query genes the model does not know are dropped (the number is logged);
+        * model genes the query did not measure are stored as NaN in the counts, per cell, and
+          the model treats them exactly as masked genes in training: hidden from the encoder,
+          never in a loss or score, predicted by :meth:`get_normalized_expression`;
+        * measured genes keep their counts; genes measured without any counts are ordinary
+          zeros.
+
+        ``.obs`` and ``.obsm`` are copied, ``.obs["scr2mae_n_measured_genes"]`` gives the number
+        of model genes measured in each cell, ``.var["measured_in_query"]`` flags the genes the
+        query has, and ``.uns["scr2mae_query"]`` summarises the alignment. The counts go to the
+        layer the model was set up with (``.X`` if none). The query itself is not modified.
+
+        A query made of several panels works: prepare each panel and concatenate the results
+        (``anndata.concat``), or concatenate the raw panels with NaN for genes a panel lacks
+        (``anndata.concat(..., join="outer", fill_value=np.nan)``) and pass
+        ``nan_as_unmeasured=True``.
+
+        Parameters
+        ----------
+        adata
+            Query AnnData with raw counts.
+        reference
+            A trained :class:`R2MAEModel` or the folder it was saved to.
+        gene_key
+            ``.var`` column of the query to match on (e.g. Ensembl IDs); ``None`` matches
+            ``var_names``. If the model's training data had a ``.var`` column of that name (the
+            model keeps every unique text column of its training ``.var``), the values are
+            matched against it, else against the model's gene names.
+        min_gene_overlap
+            Least overlap with the model's genes: a fraction of the model's genes (float) or a
+            number of genes (int). The model was trained with up to ``p_max`` of its genes hidden
+            (50 % by default); it still works beyond that, less well.
+        layer
+            Layer of the query with the counts: ``"auto"`` takes the layer the model was set up
+            with if the query has it, else ``.X``; ``None`` is ``.X``.
+        nan_as_unmeasured
+            Read NaN entries of the query's counts as "not measured in this cell" instead of
+            refusing them.
+
+        Returns
+        -------
+        The aligned AnnData, ready for :meth:`get_latent_representation` and the other methods
+        (or :meth:`load_query_data`).
+
+        Raises
+        ------
+        ValueError
+            For too little overlap (with the numbers and examples), duplicated gene identifiers,
+            an unknown ``gene_key`` or layer, or counts that are not raw counts.
+        """
+        model = cls._as_model(reference)
+        model_layer = model.registry_["setup_args"].get("layer")
+        if layer == "auto":
+            layer = model_layer if model_layer in adata.layers else None
+        if layer is not None and layer not in adata.layers:
+            raise ValueError(
+                f"layer {layer!r} is not in the query's `.layers` "
+                f"(layers: {sorted(adata.layers.keys())})."
+            )
+        return align_to_genes(
+            adata,
+            _registry_var_names(model.registry_),
+            model_identifiers=model.gene_identifiers_,
+            layer=layer,
+            out_layer=model_layer,
+            gene_key=gene_key,
+            min_gene_overlap=min_gene_overlap,
+            nan_as_unmeasured=nan_as_unmeasured,
+        )
+
+    @classmethod
+    def _as_model(cls, reference) -> R2MAEModel:
+        if isinstance(reference, cls):
+            return reference
+        if isinstance(reference, str | os.PathLike):
+            return cls.load(os.fspath(reference), adata=False)
+        raise TypeError(
+            f"`reference` must be an {cls.__name__} or a saved-model folder, "
+            f"got {type(reference).__name__}."
+        )
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: str | os.PathLike | R2MAEModel,
+        unfrozen: bool = False,
+        freeze_dropout: bool = False,
+        freeze_expression: bool = True,
+        freeze_batchnorm_encoder: bool = True,
+        freeze_batchnorm_decoder: bool = True,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        **kwargs,
+    ) -> R2MAEModel:
+        """A model for a query with new batches, initialised from a reference (scArches).
+
+        Follows :meth:`scvi.model.base.ArchesMixin.load_query_data`: the query's batch values
+        that the reference did not see get new covariate weights in the first layers of the
+        encoder and decoder; every reference weight stays frozen unless ``unfrozen=True``, and
+        :meth:`train` then fits the new weights on the query with the masked loss (unmeasured
+        genes stay hidden and out of the loss). Training a query model uses no weight decay
+        unless ``plan_kwargs`` set it, so frozen weights stay exactly as in the reference.
+
+        Parameters
+        ----------
+        adata
+            Query aligned with :meth:`prepare_query_anndata` (the model's genes, in order).
+        reference_model
+            The trained reference model, or the folder it was saved to.
+        unfrozen
+            Train every weight (full fine-tuning) instead of the new batch weights only.
+        freeze_dropout
+            Turn dropout off while training the query.
+        freeze_expression
+            Keep the first encoder layer's gene weights frozen (only its batch columns learn).
+        freeze_batchnorm_encoder, freeze_batchnorm_decoder
+            Keep the batch-norm weights and running statistics of the encoder / decoder frozen.
+            (scvi-tools trains the decoder's by default; here the reference stays exact.)
+        accelerator, device
+            Where to put the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        Returns
+        -------
+        A new, untrained :class:`R2MAEModel` for the query.
+        """
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        reference = reference_model
+        if isinstance(reference, str | os.PathLike):
+            reference = os.fspath(reference)
+        elif not isinstance(reference, cls):
+            raise TypeError(
+                f"`reference_model` must be an {cls.__name__} or a saved-model folder, "
+                f"got {type(reference).__name__}."
+            )
+        with warnings.catch_warnings():
+            # var names were compared exactly by setup_anndata (source_registry) already
+            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
+            model = super().load_query_data(
+                adata=adata,
+                reference_model=reference,
+                accelerator=accelerator,
+                device=device,
+                unfrozen=unfrozen,
+                freeze_dropout=freeze_dropout,
+                freeze_expression=freeze_expression,
+                freeze_batchnorm_encoder=freeze_batchnorm_encoder,
+                freeze_batchnorm_decoder=freeze_batchnorm_decoder,
+                **kwargs,
+            )
+        model.is_query_model_ = not unfrozen
+        return model
 
     # ------------------------------------------------------------------ training
     def train(
@@ -341,6 +544,9 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         if not isinstance(batch_size, int) or batch_size < 2:
             raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
         plan = {"lr": lr, "weight_decay": weight_decay, "eps": 1e-8, "optimizer": "Adam"}
+        if getattr(self, "is_query_model_", False):
+            # weight decay would move the frozen reference weights (load_query_data)
+            plan["weight_decay"] = 0.0
         plan.update(plan_kwargs or {})
         datamodule = kwargs.get("datamodule")
         n_obs = (
@@ -393,10 +599,14 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
     ) -> np.ndarray:
         """Embed cells with the encoder applied to their full (unmasked) counts.
 
+        Unmeasured genes of a query (see :meth:`prepare_query_anndata`) reach the encoder as
+        masked genes do in training; nothing needs to be trained on the query.
+
         Parameters
         ----------
         adata
-            AnnData with the same genes as the training data; defaults to it.
+            AnnData with the model's genes: the training data (default), other cells of the
+            same genes, or a query aligned with :meth:`prepare_query_anndata`.
         indices
             Cells to embed; defaults to all.
         batch_size
@@ -410,6 +620,12 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         Returns
         -------
         Array ``(n_cells, n_latent)``.
+
+        Raises
+        ------
+        ValueError
+            If the genes are not the model's (align them with :meth:`prepare_query_anndata`),
+            or a batch value was not seen in training (see :meth:`load_query_data`).
         """
         if dataloader is not None and (adata is not None or indices is not None):
             raise ValueError("give either `dataloader` or `adata`/`indices`, not both.")
@@ -422,26 +638,60 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
             out.append(self.module.inference(**inputs, masking=False)["z"].cpu())
         return torch.cat(out).numpy()
 
+    def _batch_codes(self, transform_batch) -> list[int | None]:
+        """Batch codes for ``transform_batch`` (a batch value or a list of them)."""
+        if transform_batch is None:
+            return [None]
+        state = self.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+        mapping = [str(v) for v in state["categorical_mapping"]]
+        values = (
+            [transform_batch]
+            if isinstance(transform_batch, str) or np.isscalar(transform_batch)
+            else list(transform_batch)
+        )
+        if not values:
+            raise ValueError("`transform_batch` must name at least one batch.")
+        unknown = [v for v in values if str(v) not in mapping]
+        if unknown:
+            raise ValueError(
+                f"`transform_batch`: {unknown[:5]} are not batches of the model; "
+                f"its batches are {mapping[:10]}."
+            )
+        return [mapping.index(str(v)) for v in values]
+
     @torch.inference_mode()
     def get_normalized_expression(
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
+        transform_batch: str | int | Sequence[str | int] | None = None,
+        gene_list: Sequence[str] | None = None,
         library_size: float | Literal["observed"] = 1.0,
         return_numpy: bool = False,
         batch_size: int | None = None,
     ) -> pd.DataFrame | np.ndarray:
-        """Expression reconstructed from the full counts, on a common scale.
+        """Expression predicted from each cell's measured counts, for every model gene.
+
+        The encoder reads the full counts (unmeasured genes of a query hidden, as masked genes
+        in training) and the decoder predicts every gene, so for a query aligned with
+        :meth:`prepare_query_anndata` the genes it did not measure are imputed.
 
         Parameters
         ----------
         adata
-            AnnData with the same genes as the training data; defaults to it.
+            AnnData with the model's genes; defaults to the training data.
         indices
             Cells to use; defaults to all.
+        transform_batch
+            Decode as if every cell came from this batch (a batch value of the training data);
+            a list averages over those batches. ``None`` uses each cell's own batch.
+        gene_list
+            Genes to return (model gene names); defaults to all.
         library_size
-            Scale of each cell's output: a number (1 gives proportions, 1e4 counts per 10k)
-            or ``"observed"`` for the cell's own library size.
+            Scale of each cell's output: a number (1 gives proportions over all model genes,
+            1e4 counts per 10k) or ``"observed"`` for the cell's library size. For a cell with
+            unmeasured genes that is the estimated full library (see
+            :class:`~scr2mae.R2MAEModule`).
         return_numpy
             Return an array instead of a DataFrame.
         batch_size
@@ -453,25 +703,50 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         """
         if not (
             library_size == "observed"
-            or (isinstance(library_size, int | float) and library_size > 0)
+            or (
+                isinstance(library_size, int | float)
+                and not isinstance(library_size, bool)
+                and library_size > 0
+            )
         ):
             raise ValueError(
                 f"`library_size` must be a positive number or 'observed', got {library_size!r}."
             )
+        genes = pd.Index(_registry_var_names(self.registry_))
+        columns = slice(None)
+        if gene_list is not None:
+            if isinstance(gene_list, str):
+                raise TypeError("`gene_list` must be a list of gene names, not a string.")
+            columns = genes.get_indexer(list(gene_list))
+            if (columns < 0).any():
+                missing = [g for g, c in zip(gene_list, columns, strict=True) if c < 0]
+                raise ValueError(
+                    f"`gene_list`: {len(missing)} gene(s) are not model genes, e.g. {missing[:3]}."
+                )
+            genes = genes[columns]
+        codes = self._batch_codes(transform_batch)
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         self.module.eval()
         out = []
         for tensors in self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size):
-            inf, gen = self.module(tensors, inference_kwargs={"masking": False}, compute_loss=False)
-            scale = gen["px_scale"]
-            scale = scale * (inf["library"] if library_size == "observed" else library_size)
-            out.append(scale.cpu())
+            inf = self.module.inference(**self.module._get_inference_input(tensors), masking=False)
+            total = 0.0
+            for code in codes:
+                gen = self.module.generative(
+                    **self.module._get_generative_input(tensors, inf, transform_batch=code)
+                )
+                scale = gen["px_scale"]
+                total = total + scale * (gen["library"] if library_size == "observed" else 1.0)
+            values = total / len(codes)
+            if library_size != "observed":
+                values = values * library_size
+            out.append(values[:, columns].cpu())
         values = torch.cat(out).numpy()
         if return_numpy:
             return values
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return pd.DataFrame(values, index=obs_names, columns=adata.var_names)
+        return pd.DataFrame(values, index=obs_names, columns=genes)
 
     @torch.inference_mode()
     def get_reconstruction_score(
@@ -489,12 +764,14 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         the same masks), the model predicts them from the rest, and the Pearson correlation
         between predicted and observed log-normalised expression (``log1p(counts / library ×
         1e4)``) over the hidden genes is computed. The score is the mean over cells; cells
-        whose hidden genes are all equal (correlation undefined) are left out.
+        whose hidden genes are all equal (correlation undefined) are left out. In a query with
+        unmeasured genes, those stay hidden and are never scored; proportions are taken over
+        each cell's measured genes.
 
         Parameters
         ----------
         adata
-            AnnData with the same genes; defaults to the training data (pass the held-out
+            AnnData with the model's genes; defaults to the training data (pass the held-out
             cells with ``indices`` to score the validation set).
         indices
             Cells to score.
@@ -525,13 +802,17 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
                 adata=adata, indices=indices, batch_size=batch_size
             ):
                 x = tensors[REGISTRY_KEYS.X_KEY].to(torch.float32)
+                measured = ~torch.isnan(x)
+                x = torch.nan_to_num(x, nan=0.0)
                 mask = exact_count_mask(x.shape[0], x.shape[1], float(r), generator=gen)
-                _, out = self.module(
-                    tensors, inference_kwargs={"mask": mask.to(self.device)}, compute_loss=False
+                inf = self.module.inference(
+                    **self.module._get_inference_input(tensors), mask=mask.to(self.device)
                 )
-                pred = torch.log1p(out["px_scale"].cpu() * 1e4)
+                out = self.module.generative(**self.module._get_generative_input(tensors, inf))
+                scale = out["px_scale"].cpu() * measured
+                pred = torch.log1p(scale / scale.sum(1, keepdim=True).clamp_min(1e-12) * 1e4)
                 true = torch.log1p(x / x.sum(1, keepdim=True).clamp_min(1.0) * 1e4)
-                per_cell.append(_pearson_rows(pred, true, mask))
+                per_cell.append(_pearson_rows(pred, true, mask & measured))
             values = torch.cat(per_cell)
             scores[float(r)] = float(torch.nanmean(values))
         if np.isscalar(mask_ratio):
@@ -539,47 +820,137 @@ class R2MAEModel(UnsupervisedTrainingMixin, BaseModelClass):
         return pd.Series(scores, name="reconstruction_pearson").rename_axis("mask_ratio")
 
     # ------------------------------------------------------------------ persistence
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        reference_cells: int = 1000,
+        training_data: str | None = None,
+        metrics: dict[str, float] | None = None,
+        save_kwargs: dict | None = None,
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the model, ready to share on the scvi-tools hub.
+
+        Besides scvi-tools' ``model.pt``, the folder gets what :class:`scvi.hub.HubModel`
+        reads: ``_scvi_required_metadata.json`` (with ``model_parent_module="scr2mae"``) and a
+        model card ``README.md`` describing the training data, the genes, the masking and the
+        measured scores; and, unless ``save_anndata``, an ``adata.h5ad`` with a random sample
+        of ``reference_cells`` training cells (their counts and ``.obs``), which lets
+        ``HubModel(folder).model`` load the model offline and serves as a labelled reference
+        for label transfer and joint embeddings.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write.
+        prefix
+            Prefix of the file names (the hub files are written only without a prefix).
+        overwrite
+            Overwrite an existing folder.
+        save_anndata
+            Save the whole training AnnData instead of a sample.
+        reference_cells
+            Cells in the sample; 0 writes none (then pass ``adata`` to
+            :meth:`scvi.hub.HubModel.load_model`).
+        training_data
+            Text or URL describing the training data, for the model card.
+        metrics
+            Extra measured scores for the model card (name → value).
+        save_kwargs
+            Passed to :func:`torch.save`.
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write_h5ad`.
+        """
+        if isinstance(reference_cells, bool) or not isinstance(reference_cells, int):
+            raise TypeError(f"`reference_cells` must be an integer, got {reference_cells!r}.")
+        if reference_cells < 0:
+            raise ValueError(f"`reference_cells` must be >= 0, got {reference_cells}.")
+        super().save(
+            dir_path,
+            prefix=prefix,
+            overwrite=overwrite,
+            save_anndata=save_anndata,
+            save_kwargs=save_kwargs,
+            **anndata_write_kwargs,
+        )
+        if prefix:
+            return
+        sample = None
+        if not save_anndata and reference_cells and self.adata is not None:
+            sample = _hub.reference_sample(self, reference_cells)
+            sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **anndata_write_kwargs)
+        _hub.write_hub_files(
+            self,
+            dir_path,
+            reference_cells=0 if sample is None else sample.n_obs,
+            training_data=training_data,
+            metrics=metrics,
+        )
+
     @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
-        """Load a saved model; genes of a given ``adata`` must match the saved ones exactly.
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> R2MAEModel:
+        """Load a saved model; the genes of a given ``adata`` must be the model's, in order.
 
         Parameters
         ----------
         dir_path
             Folder written by :meth:`save`.
         adata
-            AnnData to attach; it must have the training genes in the same order.
+            AnnData to attach (it must have the training genes in the same order; align a
+            query with :meth:`prepare_query_anndata` first). ``None`` loads the AnnData saved
+            in the folder (the whole training data or the reference sample); ``False`` loads
+            the model without data.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ``backup_url``).
 
         Raises
         ------
         ValueError
-            If the genes of ``adata`` differ from the saved model's.
+            If the genes of ``adata`` differ from the saved model's (checked on what the base
+            class read, before anything is registered).
         """
-        if adata is not None:
-            prefix = kwargs.get("prefix") or ""
-            path = os.path.join(dir_path, f"{prefix}model.pt")
-            if not os.path.exists(path):
-                raise ValueError(f"no saved model at {path!r}.")
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-            _compare_var_names(np.asarray(saved["var_names"]), np.asarray(adata.var_names))
-        return super().load(dir_path, adata=adata, **kwargs)
+        with warnings.catch_warnings():
+            # the genes are compared exactly, with a clear error, in setup_anndata
+            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
+            return super().load(dir_path, adata=adata, **kwargs)
+
+
+class _CountsField(LayerField):
+    """Count layer whose values :func:`check_count_matrix` checks (NaN = unmeasured allowed).
+
+    scvi-tools' sampled integer check would warn about the NaN that mark unmeasured genes; the
+    full check runs before registration instead.
+    """
+
+    def validate_field(self, adata: AnnData) -> None:
+        super(LayerField, self).validate_field(adata)
+
+
+def _registry_var_names(registry: dict) -> np.ndarray:
+    """The model's genes, from the registry that scvi-tools saved with it."""
+    state = registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+    return np.asarray(state["column_names"]).astype(str)
 
 
 def _compare_var_names(reference: np.ndarray, given: np.ndarray) -> None:
-    if reference.shape == given.shape and np.array_equal(reference, given):
+    if reference.shape == given.shape and np.array_equal(reference, given.astype(str)):
         return
-    ref_set, given_set = set(reference.tolist()), set(given.tolist())
+    ref_set, given_set = set(reference.tolist()), set(given.astype(str).tolist())
     missing = [g for g in reference.tolist() if g not in given_set]
-    extra = [g for g in given.tolist() if g not in ref_set]
+    extra = [g for g in given.astype(str).tolist() if g not in ref_set]
     if not missing and not extra:
         raise ValueError(
-            "the AnnData has the model's genes in a different order; reorder it with "
-            "`adata[:, model_var_names]` first."
+            "the AnnData has the model's genes in a different order; align it with "
+            "`R2MAEModel.prepare_query_anndata(adata, model)`."
         )
     raise ValueError(
         f"the AnnData's genes do not match the model's: {len(missing)} missing "
         f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}); the model was "
-        f"trained on {len(reference)} genes, the AnnData has {len(given)}."
+        f"trained on {len(reference)} genes, the AnnData has {len(given)}. Align it with "
+        "`R2MAEModel.prepare_query_anndata(adata, model)`, which marks the missing genes as "
+        "unmeasured."
     )

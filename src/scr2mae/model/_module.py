@@ -5,70 +5,42 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import FCLayers
 from torch import nn
 
 from ..masking import Masker, RatioSchedule, get_curriculum
 
-__all__ = ["R2MAEModule", "negative_binomial_nll"]
-
-
-def negative_binomial_nll(
-    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
-) -> torch.Tensor:
-    """Element-wise negative log-likelihood of counts under a negative binomial.
-
-    Parameters
-    ----------
-    x
-        Observed counts.
-    mu
-        Means, broadcastable to ``x``.
-    theta
-        Inverse dispersions, broadcastable to ``x``.
-    eps
-        Numerical floor inside the logarithms.
-
-    Returns
-    -------
-    Tensor shaped like ``x``.
-    """
-    log_theta_mu = torch.log(theta + mu + eps)
-    log_prob = (
-        theta * (torch.log(theta + eps) - log_theta_mu)
-        + x * (torch.log(mu + eps) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1.0)
-    )
-    return -log_prob
-
-
-def _mlp(n_in: int, n_hidden: int, n_layers: int, dropout_rate: float) -> nn.Sequential:
-    """``n_layers`` blocks of Linear → BatchNorm → ReLU → Dropout."""
-    layers: list[nn.Module] = []
-    for i in range(n_layers):
-        layers += [
-            nn.Linear(n_in if i == 0 else n_hidden, n_hidden),
-            nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3),
-            nn.ReLU(),
-        ]
-        if dropout_rate > 0:
-            layers.append(nn.Dropout(dropout_rate))
-    return nn.Sequential(*layers)
+__all__ = ["R2MAEModule"]
 
 
 class R2MAEModule(BaseModuleClass):
     """Masked autoencoder for counts with a negative-binomial decoder.
 
-    The encoder (``n_layers`` hidden blocks then a linear map to the latent space) reads
-    ``log1p`` of the masked counts together with the covariates; the decoder (``n_layers_decoder``
-    hidden blocks then a linear map and a softmax over genes) reads the latent code, the log of
-    the observed library size and the covariates, and outputs negative-binomial means (softmax ×
-    library size) with one inverse dispersion per gene. The loss is the mean NB negative
-    log-likelihood over masked entries only.
+    The encoder (:class:`scvi.nn.FCLayers` with ``n_layers`` hidden blocks, then a linear map to
+    the latent space) reads ``log1p`` of the visible counts with the covariates; the decoder
+    (``n_layers_decoder`` hidden blocks, then a linear map and a softmax over genes) reads the
+    latent code, the log library size and the covariates, and gives negative-binomial means
+    (softmax × library size) with one inverse dispersion per gene. The loss is the mean NB
+    negative log-likelihood (:class:`scvi.distributions.NegativeBinomial`) over the masked,
+    measured entries.
+
+    **Unmeasured genes.** An entry that is NaN in the counts is a gene the cell's assay did not
+    measure (see :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder
+    exactly as a masked gene does in training (a zero in the masked input) and never enters a
+    loss or a score.
+
+    **Library size of cells with unmeasured genes.** In training, the library the decoder reads
+    is the cell's total over *all* genes, the masked ones included (the masked genes are hidden
+    from the encoder, not from the library). For a cell that lacks some genes, the observed sum
+    covers only part of that total. The module therefore estimates the total as ``observed sum /
+    coverage``, where ``coverage`` is the share of the cell's expression the decoder itself
+    places on the measured genes (one decoder pass from the observed sum, then the decoder is run
+    again with the corrected library). This keeps the decoder's input and the NB means on the
+    scale the model was trained on; with every gene measured the correction is exactly 1. Set
+    :attr:`estimate_unmeasured_library` to ``False`` to use the observed sum instead.
 
     Parameters
     ----------
@@ -76,8 +48,6 @@ class R2MAEModule(BaseModuleClass):
         Number of genes.
     n_batch
         Number of batches (0 or 1: no batch covariate).
-    n_labels
-        Unused; accepted for compatibility with scvi-tools' data modules.
     n_continuous_cov
         Number of continuous covariates.
     n_cats_per_cov
@@ -108,11 +78,13 @@ class R2MAEModule(BaseModuleClass):
         ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
     """
 
+    #: estimate the full library of cells with unmeasured genes (see the class notes)
+    estimate_unmeasured_library: bool = True
+
     def __init__(
         self,
         n_input: int,
         n_batch: int = 0,
-        n_labels: int = 0,
         n_continuous_cov: int = 0,
         n_cats_per_cov: Iterable[int] | None = None,
         n_hidden: int = 512,
@@ -130,54 +102,51 @@ class R2MAEModule(BaseModuleClass):
             raise ValueError(
                 f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
             )
+        for name, value in (("n_layers", n_layers), ("n_layers_decoder", n_layers_decoder)):
+            if value < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {value!r}.")
         self.input_transform = input_transform
         self.n_input = n_input
         self.n_batch = n_batch
         self.n_latent = n_latent
         self.n_continuous_cov = n_continuous_cov
-        self.n_cats_per_cov = [c for c in (n_cats_per_cov or []) if c > 1]
-        self._cat_cov_sizes = list(n_cats_per_cov or [])
+        # the batch first, then the extra categorical covariates: scArches' weight surgery in
+        # `load_query_data` appends new batch columns at the end of the first layer's weight
+        self.n_cat_list = [n_batch, *(n_cats_per_cov or [])]
         self.curriculum = None
         if curriculum is not None:
             strategy, params = curriculum
             self.curriculum = get_curriculum(strategy, n_features=n_input, **params)
             mask_strategy = self.curriculum.ratios
         self.masker = Masker(mask_strategy, mode=mask_mode, ratio_per="batch")
-        n_cov = (n_batch if n_batch > 1 else 0) + n_continuous_cov + sum(self.n_cats_per_cov)
-        self.n_covariates = n_cov
 
-        self.encoder_hidden = _mlp(n_input + n_cov, n_hidden, n_layers, dropout_rate)
-        self.encoder_out = nn.Linear(n_hidden if n_layers > 0 else n_input + n_cov, n_latent)
-        self.decoder_hidden = _mlp(n_latent + 1 + n_cov, n_hidden, n_layers_decoder, dropout_rate)
-        self.decoder_out = nn.Linear(
-            n_hidden if n_layers_decoder > 0 else n_latent + 1 + n_cov, n_input
+        common = {
+            "n_cat_list": self.n_cat_list,
+            "n_cont": n_continuous_cov,
+            "n_hidden": n_hidden,
+            "dropout_rate": dropout_rate,
+            "inject_covariates": False,  # appendix C.8: covariates enter the first layer only
+        }
+        self.encoder = FCLayers(n_in=n_input, n_out=n_hidden, n_layers=n_layers, **common)
+        self.encoder_out = nn.Linear(n_hidden, n_latent)
+        # the decoder reads [z, log library] plus the covariates
+        self.px_decoder = FCLayers(
+            n_in=n_latent + 1, n_out=n_hidden, n_layers=n_layers_decoder, **common
         )
+        self.px_scale_decoder = nn.Linear(n_hidden, n_input)
         # gene-wise inverse dispersion, stored on the log scale
-        self.log_theta = nn.Parameter(torch.zeros(n_input))
+        self.px_r = nn.Parameter(torch.zeros(n_input))
         # optimisation steps seen by the masking schedule; a device-resident counter so that
         # step-dependent schedules never synchronise with the host
         self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ covariates
-    def _covariates(
-        self,
-        batch_index: torch.Tensor | None,
-        cont_covs: torch.Tensor | None,
-        cat_covs: torch.Tensor | None,
-        like: torch.Tensor,
-    ) -> torch.Tensor:
-        parts = []
-        if self.n_batch > 1 and batch_index is not None:
-            parts.append(F.one_hot(batch_index.reshape(-1).long(), self.n_batch).to(like.dtype))
-        if self.n_continuous_cov > 0 and cont_covs is not None:
-            parts.append(cont_covs.to(like.dtype))
-        if cat_covs is not None and self._cat_cov_sizes:
-            for j, n_cat in enumerate(self._cat_cov_sizes):
-                if n_cat > 1:
-                    parts.append(F.one_hot(cat_covs[:, j].long(), n_cat).to(like.dtype))
-        if not parts:
-            return like.new_zeros((like.shape[0], 0))
-        return torch.cat(parts, dim=-1)
+    def _categorical(self, batch_index, cat_covs) -> list[torch.Tensor | None]:
+        cats = [batch_index]
+        n_extra = len(self.n_cat_list) - 1
+        if n_extra:
+            cats += list(torch.split(cat_covs, 1, dim=1)) if cat_covs is not None else [None]
+        return [c.long() if c is not None else None for c in cats]
 
     # ------------------------------------------------------------------ scvi-tools API
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs):
@@ -188,11 +157,17 @@ class R2MAEModule(BaseModuleClass):
             "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+    def _get_generative_input(self, tensors, inference_outputs, transform_batch=None, **kwargs):
+        batch_index = inference_outputs["batch_index"]
+        if transform_batch is not None and batch_index is not None:
+            batch_index = torch.full_like(batch_index, int(transform_batch))
         return {
             "z": inference_outputs["z"],
             "library": inference_outputs["library"],
-            "covariates": inference_outputs["covariates"],
+            "batch_index": batch_index,
+            "cont_covs": inference_outputs["cont_covs"],
+            "cat_covs": inference_outputs["cat_covs"],
+            "measured": inference_outputs["measured"],
         }
 
     def draw_mask(self, n_rows: int, device: torch.device):
@@ -206,6 +181,24 @@ class R2MAEModule(BaseModuleClass):
             self.mask_step.add_(1)
         return draw, step
 
+    def encode(
+        self,
+        x: torch.Tensor,
+        hidden: torch.Tensor | None,
+        batch_index: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Latent code of counts ``x`` (no NaN) with the ``hidden`` entries (``True``) zeroed."""
+        x_in = x if hidden is None else x.masked_fill(hidden, 0.0)
+        if self.input_transform == "log1p_cp10k":
+            # scale the visible counts of each cell to 10^4 before the log (optional; the
+            # paper's encoder reads log1p of the raw masked counts)
+            x_in = x_in / x_in.sum(dim=1, keepdim=True).clamp_min(1.0) * 1e4
+        cont = cont_covs.to(x.dtype) if self.n_continuous_cov and cont_covs is not None else None
+        h = self.encoder(torch.log1p(x_in), *self._categorical(batch_index, cat_covs), cont=cont)
+        return self.encoder_out(h)
+
     @auto_move_data
     def inference(
         self,
@@ -215,13 +208,14 @@ class R2MAEModule(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         masking: bool = True,
+        measured: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Encode (optionally masked) counts.
 
         Parameters
         ----------
         x
-            Counts, ``(cells, genes)``.
+            Counts, ``(cells, genes)``; NaN marks a gene not measured in that cell.
         batch_index, cont_covs, cat_covs
             Covariates as registered.
         mask
@@ -229,68 +223,108 @@ class R2MAEModule(BaseModuleClass):
             from the masking schedule.
         masking
             Whether to mask at all; ``False`` encodes the full input (used for embeddings).
+        measured
+            Optional boolean ``(cells, genes)``: ``False`` marks unmeasured entries in addition
+            to the NaN entries of ``x``.
+
+        Returns
+        -------
+        Dictionary with the latent code ``z``, the observed ``library`` (sum over measured
+        genes), the training ``mask`` (``None`` when not masking), the ``measured`` entries,
+        the covariates, and the mask's ratio, ratio index and step.
         """
         x = x.to(torch.float32)
+        is_measured = ~torch.isnan(x)
+        if measured is not None:
+            is_measured = is_measured & measured.to(torch.bool)
+        x = torch.where(is_measured, x, torch.zeros_like(x))
         library = x.sum(dim=1, keepdim=True)
         ratio = index = step = None
         if mask is None and masking:
             (mask, ratio, index), step = self.draw_mask(x.shape[0], x.device)
-        x_in = x if mask is None else x.masked_fill(mask, 0.0)
-        covariates = self._covariates(batch_index, cont_covs, cat_covs, x)
-        if self.input_transform == "log1p_cp10k":
-            # scale the visible counts of each cell to 10^4 before the log (optional; the
-            # paper's encoder reads log1p of the raw masked counts)
-            x_in = x_in / x_in.sum(dim=1, keepdim=True).clamp_min(1.0) * 1e4
-        h = torch.log1p(x_in)
-        if covariates.shape[1]:
-            h = torch.cat([h, covariates], dim=-1)
-        z = self.encoder_out(self.encoder_hidden(h))
+        hidden = ~is_measured if mask is None else (mask | ~is_measured)
+        z = self.encode(x, hidden, batch_index, cont_covs, cat_covs)
         return {
             "z": z,
+            "x": x,
             "library": library,
-            "covariates": covariates,
+            "measured": is_measured,
+            "batch_index": batch_index,
+            "cont_covs": cont_covs,
+            "cat_covs": cat_covs,
             "mask": mask,
             "mask_ratio": ratio,
             "mask_index": index,
             "mask_step": step,
         }
 
+    def _decode_scale(self, z, library, batch_index, cont_covs, cat_covs) -> torch.Tensor:
+        h = torch.cat([z, torch.log(library.clamp_min(1.0))], dim=-1)
+        cont = cont_covs.to(z.dtype) if self.n_continuous_cov and cont_covs is not None else None
+        h = self.px_decoder(h, *self._categorical(batch_index, cat_covs), cont=cont)
+        return torch.softmax(self.px_scale_decoder(h), dim=-1)
+
     @auto_move_data
     def generative(
-        self, z: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor
+        self,
+        z: torch.Tensor,
+        library: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        measured: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Decode latent codes into negative-binomial parameters."""
-        parts = [z, torch.log(library.clamp_min(1.0))]
-        if covariates.shape[1]:
-            parts.append(covariates)
-        h = self.decoder_hidden(torch.cat(parts, dim=-1))
-        px_scale = torch.softmax(self.decoder_out(h), dim=-1)
+        """Decode latent codes into negative-binomial parameters.
+
+        ``library`` is the observed sum over the ``measured`` genes; for cells with unmeasured
+        genes it is first scaled to an estimate of the full library (see the class notes). The
+        outputs are ``px_scale`` (expression proportions over all genes), ``px_rate`` (NB means),
+        ``px_r`` (inverse dispersions), the ``library`` used, and ``px`` (the distribution).
+        """
+        px_scale = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
+        if (
+            measured is not None
+            and self.estimate_unmeasured_library
+            and not bool(measured.all())  # one host check; skipped work for complete data
+        ):
+            # share of the predicted expression that falls on the measured genes (detached:
+            # the library is data, not a prediction to optimise)
+            coverage = (px_scale.detach() * measured).sum(dim=1, keepdim=True)
+            library = library / coverage.clamp_min(1e-6)
+            px_scale = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
+        px_r = torch.exp(self.px_r)
+        px_rate = px_scale * library
         return {
             "px_scale": px_scale,
-            "px_rate": px_scale * library,
-            "px_theta": torch.exp(self.log_theta),
+            "px_rate": px_rate,
+            "px_r": px_r,
+            "library": library,
+            "px": NegativeBinomial(mu=px_rate, theta=px_r),
         }
 
     def masked_nll(
         self,
-        x: torch.Tensor,
         inference_outputs: dict,
         generative_outputs: dict,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Element-wise NB loss, float mask, and per-entry loss weights.
+        """Element-wise NB loss, float mask of the scored entries, and per-entry loss weights.
 
-        The weights are ones, except while training with a curriculum, where they are the
-        column of the Sinkhorn weight matrix selected by the mini-batch's masking ratio.
+        The scored entries are the masked *and* measured ones (all measured ones when nothing
+        was masked). The weights are ones, except while training with a curriculum, where they
+        are the column of the Sinkhorn weight matrix selected by the mini-batch's masking ratio.
+        The likelihood is evaluated in float32 even under mixed precision (``lgamma``).
         """
-        x = x.to(torch.float32)
-        nll = negative_binomial_nll(
-            x, generative_outputs["px_rate"], generative_outputs["px_theta"]
-        )
+        x = inference_outputs["x"]
+        measured = inference_outputs["measured"]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            px = NegativeBinomial(
+                mu=generative_outputs["px_rate"].float(),
+                theta=generative_outputs["px_r"].float(),
+            )
+            nll = -px.log_prob(x.float())
         mask = inference_outputs["mask"]
-        if mask is None:
-            mask_f = torch.ones_like(nll)
-        else:
-            mask_f = mask.to(nll.dtype)
+        scored = measured if mask is None else (mask & measured)
+        mask_f = scored.to(nll.dtype)
         index = inference_outputs.get("mask_index")
         if self.curriculum is not None and self.training and index is not None:
             # appendix A.3: the drawn ratio's index selects the column of W; the step is a
@@ -309,16 +343,15 @@ class R2MAEModule(BaseModuleClass):
         generative_outputs: dict,
         **kwargs,
     ) -> LossOutput:
-        """Mean NB negative log-likelihood over the masked entries (appendix C.8)."""
-        x = tensors[REGISTRY_KEYS.X_KEY]
-        nll, mask_f, weights = self.masked_nll(x, inference_outputs, generative_outputs)
-        weighted = nll * mask_f * weights
+        """Mean NB negative log-likelihood over the masked, measured entries (appendix C.8)."""
+        nll, mask_f, weights = self.masked_nll(inference_outputs, generative_outputs)
+        weighted = torch.where(mask_f > 0, nll * weights, torch.zeros_like(nll))
         n_masked = mask_f.sum().clamp_min(1.0)
         loss = weighted.sum() / n_masked
         # per-cell sums feed scvi-tools' logged metrics; the optimised loss is the mean above
         return LossOutput(
             loss=loss,
             reconstruction_loss=weighted.sum(dim=1),
-            n_obs_minibatch=x.shape[0],
+            n_obs_minibatch=nll.shape[0],
             extra_metrics={"masked_fraction": mask_f.mean().detach()},
         )

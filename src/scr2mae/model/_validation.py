@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +11,10 @@ from anndata import AnnData
 from scipy import sparse
 
 _CHUNK_ROWS = 10_000
+
+#: ``.obs`` column written by :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`: the number of
+#: model genes measured in each cell. Its presence is what allows NaN (= "not measured") entries.
+N_MEASURED_KEY = "scr2mae_n_measured_genes"
 
 
 def _matrix(adata: AnnData, layer: str | None):
@@ -38,8 +43,21 @@ def _iter_blocks(mat):
             yield start, np.asarray(block)
 
 
+def _nan_to_zero(block):
+    if sparse.issparse(block):
+        block = block.copy()
+        block.data = np.nan_to_num(block.data, nan=0.0)
+        return block
+    return np.nan_to_num(block, nan=0.0)
+
+
 def check_count_matrix(
-    adata: AnnData, layer: str | None = None, *, where: str = "", allow_empty: bool = False
+    adata: AnnData,
+    layer: str | None = None,
+    *,
+    where: str = "",
+    allow_empty: bool = False,
+    allow_unmeasured: bool | None = None,
 ) -> None:
     """Check that a layer holds raw counts usable by a count model.
 
@@ -52,19 +70,29 @@ def check_count_matrix(
     where
         Optional text naming the caller, prefixed to error messages.
     allow_empty
-        Accept cells and genes without any counts (e.g. when only storing the matrix).
+        Accept cells without any counts (e.g. when only storing the matrix). Genes without
+        counts are always accepted: they are measured zeros, common in subsets and small
+        queries (a warning names how many).
+    allow_unmeasured
+        Accept NaN entries, which mark genes a cell's assay did not measure. ``None`` (default)
+        accepts them only in an AnnData made by
+        :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` (it has the ``.obs`` column
+        ``"scr2mae_n_measured_genes"``).
 
     Raises
     ------
     ValueError
-        If the matrix has no cells or genes, contains NaN/inf, negative or non-integer
-        values, or (unless ``allow_empty``) cells or genes without any counts.
+        If the matrix has no cells or genes, contains infinite, negative or non-integer values,
+        NaN (unless unmeasured genes are allowed), or (unless ``allow_empty``) cells without
+        any counts.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}.")
     prefix = f"{where}: " if where else ""
     name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     mat = _matrix(adata, layer)
+    if allow_unmeasured is None:
+        allow_unmeasured = N_MEASURED_KEY in adata.obs.columns
     n_obs, n_vars = mat.shape
     if n_obs == 0:
         raise ValueError(f"{prefix}{name} has zero cells.")
@@ -72,6 +100,7 @@ def check_count_matrix(
         raise ValueError(f"{prefix}{name} has zero genes.")
     cell_totals = np.zeros(n_obs, dtype=np.float64)
     gene_totals = np.zeros(n_vars, dtype=np.float64)
+    gene_nan = np.zeros(n_vars, dtype=np.int64)  # unmeasured entries per gene
     for start, block in _iter_blocks(mat):
         values = block.data if sparse.issparse(block) else block
         if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
@@ -79,10 +108,25 @@ def check_count_matrix(
         ):
             raise ValueError(f"{prefix}{name} must be numeric counts, got dtype {values.dtype}.")
         if values.size:
-            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-                raise ValueError(
-                    f"{prefix}{name} contains NaN or infinite values; counts must be finite."
-                )
+            if np.issubdtype(values.dtype, np.floating):
+                if np.isinf(values).any():
+                    raise ValueError(f"{prefix}{name} contains infinite values.")
+                nan = np.isnan(values)
+                if nan.any():
+                    if not allow_unmeasured:
+                        raise ValueError(
+                            f"{prefix}{name} contains {int(nan.sum())} NaN value(s); counts "
+                            "must be finite. If NaN marks genes that were not measured, "
+                            "align the data with `R2MAEModel.prepare_query_anndata(adata, "
+                            "model, nan_as_unmeasured=True)`, which records them as unmeasured."
+                        )
+                    if sparse.issparse(block):
+                        gene_nan += np.bincount(block.indices[nan], minlength=n_vars)
+                    else:
+                        gene_nan += nan.sum(axis=0)
+                    values = values[~nan]
+                    block = _nan_to_zero(block)
+        if values.size:
             if values.min() < 0:
                 raise ValueError(
                     f"{prefix}{name} contains negative values (min {values.min()}); "
@@ -95,6 +139,16 @@ def check_count_matrix(
                 )
         cell_totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
         gene_totals += np.asarray(block.sum(axis=0)).ravel()
+    # genes unmeasured in every cell are not "genes without counts"
+    empty_genes = np.flatnonzero((gene_totals == 0) & (gene_nan < n_obs))
+    if empty_genes.size and not allow_empty:
+        examples = list(adata.var_names[empty_genes[:3]])
+        warnings.warn(
+            f"{prefix}{name} has {empty_genes.size} gene(s) without any counts (e.g. "
+            f"{examples}); they are kept as measured zeros.",
+            UserWarning,
+            stacklevel=3,
+        )
     if allow_empty:
         return
     empty_cells = np.flatnonzero(cell_totals == 0)
@@ -103,13 +157,6 @@ def check_count_matrix(
         raise ValueError(
             f"{prefix}{name} has {empty_cells.size} cell(s) without any counts (e.g. {examples}); "
             "remove them first, e.g. `sc.pp.filter_cells(adata, min_counts=1)`."
-        )
-    empty_genes = np.flatnonzero(gene_totals == 0)
-    if empty_genes.size:
-        examples = list(adata.var_names[empty_genes[:3]])
-        raise ValueError(
-            f"{prefix}{name} has {empty_genes.size} gene(s) without any counts (e.g. {examples}); "
-            "remove them first, e.g. `sc.pp.filter_genes(adata, min_cells=1)`."
         )
 
 
