@@ -478,14 +478,13 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-        reference = reference_model
-        if isinstance(reference, str | os.PathLike):
-            reference = os.fspath(reference)
-        elif not isinstance(reference, cls):
+        if not isinstance(reference_model, cls | str | os.PathLike):
             raise TypeError(
                 f"`reference_model` must be an {cls.__name__} or a saved-model folder, "
-                f"got {type(reference).__name__}."
+                f"got {type(reference_model).__name__}."
             )
+        reference = cls._as_model(reference_model)  # read a saved folder once
+        reference_state = reference.module.state_dict()
         with warnings.catch_warnings():
             # var names were compared exactly by setup_anndata (source_registry) already
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
@@ -501,6 +500,8 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 freeze_batchnorm_decoder=freeze_batchnorm_decoder,
                 **kwargs,
             )
+        if not unfrozen:
+            _freeze_reference_columns(model.module, reference_state)
         model.is_query_model_ = not unfrozen
         return model
 
@@ -917,6 +918,28 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             # the genes are compared exactly, with a clear error, in setup_anndata
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
             return super().load(dir_path, adata=adata, **kwargs)
+
+
+def _freeze_reference_columns(module: torch.nn.Module, reference_state: dict) -> None:
+    """Only the columns of *new* categories learn in the first layers (scArches surgery).
+
+    scvi-tools' hooks leave every covariate column trainable, so a query cell of a batch the
+    reference already had would move that batch's reference weights; here the reference
+    columns are frozen too, and the reference model stays exactly as it was.
+    """
+    params = dict(module.named_parameters())
+    for key, before in reference_state.items():
+        param = params.get(key)
+        if param is None or param.dim() != 2 or param.shape == before.shape:
+            continue
+        n_reference = before.shape[1]
+
+        def keep_new_columns(grad, n=n_reference):
+            grad = grad.clone()
+            grad[:, :n] = 0
+            return grad
+
+        param.register_hook(keep_new_columns)
 
 
 class _CountsField(LayerField):
