@@ -19,18 +19,27 @@ def test_transfer_benchmark_smoke(tmp_path, capsys):
 
     # (a) every label-transfer method at every fraction, on both datasets
     assert set(label.columns) >= {
-        "dataset", "fraction_removed", "method", "balanced_accuracy", "n_unmeasured_genes",
+        "dataset", "fraction_removed", "probe", "method", "balanced_accuracy",
+        "n_unmeasured_genes",
     }  # fmt: skip
     for dataset, n in n_genes.items():
         sub = label[label["dataset"] == dataset]
-        assert set(sub["method"]) == set(module["LABEL_METHODS"])
-        assert sorted(sub["fraction_removed"].unique()) == FRACTIONS
+        for probe in ("reference, all genes", "reference, query's genes"):
+            per_probe = sub[sub["probe"] == probe]
+            assert set(per_probe["method"]) == set(module["LABEL_METHODS"])
+            assert sorted(per_probe["fraction_removed"].unique()) == FRACTIONS
+            assert len(per_probe) == len(FRACTIONS) * len(module["LABEL_METHODS"])
         # the genes removed are reported as unmeasured, as many as were removed
         per_fraction = sub.groupby("fraction_removed")["n_unmeasured_genes"].unique()
         for fraction, values in per_fraction.items():
             assert list(values) == [round(fraction * n)]
         assert f"{dataset}" in out and f"70%: {round(0.7 * n)}" in out
     assert label["balanced_accuracy"].between(0, 1).all()
+    # with every gene measured, both probes are the same probe
+    full = label[label["fraction_removed"] == 0].pivot_table(
+        index=["dataset", "method"], columns="probe", values="balanced_accuracy"
+    )
+    np.testing.assert_array_equal(full.iloc[:, 0], full.iloc[:, 1])
     # probes are better than chance somewhere: log-normalised PCA on all genes
     pca_full = label[(label["method"] == "PCA (shared genes)") & (label["fraction_removed"] == 0)]
     assert (pca_full["balanced_accuracy"] > 0.4).all()

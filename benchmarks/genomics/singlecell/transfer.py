@@ -9,8 +9,13 @@ trained on the other donors (the reference). The query is then given with 0, 10,
 70 % of the model's genes removed at random (nested: the genes removed at 30 % include those
 removed at 10 %), and
 
-(a) **label transfer**: a logistic-regression probe fitted on the reference cells' embeddings
-    predicts the query cells' labels (balanced accuracy);
+(a) **label transfer**: a logistic-regression probe (standardised features, ``C`` chosen by
+    3-fold cross-validation on the reference cells) fitted on the reference cells' embeddings
+    predicts the query cells' labels (balanced accuracy over the labels present in the query).
+    The aims use this probe. A second probe, fitted on the reference cells embedded with the
+    query's genes only (removed genes hidden for R2MAE, zero-filled for scVI), is also
+    reported: it separates the information lost with the genes from the shift between the
+    embeddings of complete and incomplete cells;
 (b) **imputation** of the removed genes: per-cell Pearson r between the predicted and the
     held-out log-normalised expression (``log1p(counts / full library × 1e4)``) over the
     removed genes, averaged over cells;
@@ -43,7 +48,14 @@ programs and a per-donor batch shift; labels ``cell_type``). scvi-tools' ``synth
 draws its labels independently of the counts, so it cannot measure label transfer or
 imputation, and is not used.
 
-Writes under ``--out`` (default ``results/transfer/<mode>``): ``label_transfer.csv``,
+Each seed (``--n-seeds``, 3 in quick mode) draws the pseudo-donors or synthetic data, the
+held-out donors, the genes removed and the models' initialisation; the printed tables give the
+mean ± sd over seeds, and the issue's aims (label transfer at 30 % removed within 0.02 of 0 %,
+ahead of zero-filled scVI at 30 % and 50 %; imputation ahead of scVI and kNN at every fraction)
+are judged on the means and printed as met or missed.
+
+Writes under ``--out`` (default ``results/transfer/<mode>``): ``label_transfer.csv`` (both
+probes),
 ``imputation.csv``, ``library.csv``, ``aims.csv`` (long format), ``tables.md`` (what is
 printed) and ``transfer.png``.
 """
@@ -58,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 FRACTIONS = (0.0, 0.1, 0.3, 0.5, 0.7)
 
@@ -132,6 +145,8 @@ CONFIGS = {
     },
 }
 N_NEIGHBORS = 15
+#: the probe of the aims: fitted on the reference cells' embeddings with every gene measured
+MAIN_PROBE = "reference, all genes"
 
 
 def log(message: str) -> None:
@@ -266,7 +281,8 @@ def log_scale(scale: np.ndarray) -> np.ndarray:
 def run_dataset(name: str, spec: dict, config: dict, args, seed: int) -> dict[str, list[dict]]:
     """Every method at every fraction removed, on one dataset, for one seed.
 
-    The seed draws the held-out donors, the genes removed and the models' initialisation.
+    The seed draws the pseudo-donors (pbmc68k) or the data (synthetic), the held-out donors,
+    the genes removed and the models' initialisation.
     """
     import scvi
 
@@ -388,13 +404,45 @@ def run_dataset(name: str, spec: dict, config: dict, args, seed: int) -> dict[st
         pcs_ref = pca.transform(ref_shared)
         pca_probe = fit_probe(pcs_ref, ref_labels, seed)
 
-        for method in LABEL_METHODS:
-            if method == "PCA (shared genes)":
-                value = balanced_accuracy(pca_probe, pca.transform(q_shared), q_labels)
-            else:
-                kind = method.split(" zero-shot")[0].split(" scArches")[0]
-                value = balanced_accuracy(probes[kind], embeddings[method], q_labels)
-            rows["label_transfer"].append({**common, "method": method, "balanced_accuracy": value})
+        # a second probe, fitted on the reference cells embedded with the query's genes only
+        # (the removed genes hidden for R2MAE, zero-filled for scVI), shows how much of a loss
+        # comes from the shift between complete and incomplete cells' embeddings
+        matched_probes = probes
+        if n_removed:
+            ref_kept = np.asarray(ref_counts[:, kept].sum(1)).ravel() > 0
+            reference_kept = reference[ref_kept][:, kept].copy()
+            matched_probes = {}
+            for kind in ("R2MAE", "MAE 0.25"):
+                ref_prepared = R2MAEModel.prepare_query_anndata(reference_kept, models[kind])
+                matched_probes[kind] = fit_probe(
+                    models[kind].get_latent_representation(ref_prepared),
+                    ref_labels[ref_kept],
+                    seed,
+                )
+            ref_zero_filled = reference[ref_kept].copy()
+            is_kept = np.isin(np.arange(n_genes), kept).astype(np.float32)
+            zeroed = ref_zero_filled.layers["counts"] @ sparse.diags(is_kept)
+            ref_zero_filled.layers["counts"] = sparse.csr_matrix(zeroed, dtype=np.float32)
+            ref_zero_filled.layers["counts"].eliminate_zeros()
+            matched_probes["scVI"] = fit_probe(
+                models["scVI"].get_latent_representation(ref_zero_filled),
+                ref_labels[ref_kept],
+                seed,
+            )
+
+        for probe_name, probe_set in (
+            ("reference, all genes", probes),
+            ("reference, query's genes", matched_probes),
+        ):
+            for method in LABEL_METHODS:
+                if method == "PCA (shared genes)":
+                    value = balanced_accuracy(pca_probe, pca.transform(q_shared), q_labels)
+                else:
+                    kind = method.split(" zero-shot")[0].split(" scArches")[0]
+                    value = balanced_accuracy(probe_set[kind], embeddings[method], q_labels)
+                rows["label_transfer"].append(
+                    {**common, "probe": probe_name, "method": method, "balanced_accuracy": value}
+                )
 
         if not n_removed:
             continue
@@ -471,6 +519,7 @@ def summary(table: pd.DataFrame, index: str, value: str, dataset: str) -> pd.Dat
 def evaluate_aims(label: pd.DataFrame, imputation: pd.DataFrame) -> pd.DataFrame:
     """The aims of the issue, each met or missed, from the measured tables."""
     rows = []
+    label = label[label["probe"] == MAIN_PROBE]
     for dataset in label["dataset"].unique():
         bacc = wide(label, "method", "balanced_accuracy", dataset)
         for model in ("R2MAE zero-shot", "R2MAE scArches"):
@@ -531,6 +580,7 @@ def plot(label: pd.DataFrame, imputation: pd.DataFrame, library: pd.DataFrame, p
         dashed = "zero-shot" in name or "observed" in name
         return {"color": colour, "linestyle": "--" if dashed else "-"}
 
+    label = label[label["probe"] == MAIN_PROBE]
     datasets = list(label["dataset"].unique())
     fig, axes = plt.subplots(len(datasets), 4, figsize=(19, 4 * len(datasets)), squeeze=False)
     for row, dataset in zip(axes, datasets, strict=True):
@@ -638,9 +688,19 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
             "unmeasured model genes by fraction removed: "
             + ", ".join(f"{f:.0%}: {n}" for f, n in unmeasured),
             "",
-            "(a) label transfer, balanced accuracy",
+            "(a) label transfer, balanced accuracy (probe fitted on the reference cells "
+            "embedded with all genes)",
             "",
-            summary(label, "method", "balanced_accuracy", dataset).to_markdown(),
+            summary(
+                label[label["probe"] == MAIN_PROBE], "method", "balanced_accuracy", dataset
+            ).to_markdown(),
+            "",
+            "(a') the same with the probe fitted on the reference cells embedded with the query's "
+            "genes only",
+            "",
+            summary(
+                label[label["probe"] != MAIN_PROBE], "method", "balanced_accuracy", dataset
+            ).to_markdown(),
         ]
         if not tables["imputation"].empty:
             lines += [
