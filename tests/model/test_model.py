@@ -364,7 +364,12 @@ def test_curriculum_warmup_freezes_generator_under_weight_decay(adata):
     R2MAEModel.setup_anndata(adata, layer="counts")
     model = R2MAEModel(adata, mask_strategy="r2mae_cl", warmup_steps=1000, **SMALL)
     before = [p.detach().clone() for p in model.module.curriculum.generator_parameters()]
-    model.train(max_epochs=2, batch_size=45, weight_decay=1e-2, enable_progress_bar=False)
+    model.train(
+        max_epochs=2,
+        batch_size=45,
+        plan_kwargs={"weight_decay": 1e-2},
+        enable_progress_bar=False,
+    )
     for a, b in zip(model.module.curriculum.generator_parameters(), before, strict=True):
         assert torch.equal(a.detach(), b)
     # while the rest of the model did train

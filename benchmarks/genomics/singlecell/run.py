@@ -269,7 +269,9 @@ def fit_method(name: str, adata, spec: dict, config: dict, args) -> dict:
                 multiplier_end_step=max(start + 1, round(frac["ramp"][1] * total)),
             )
         model = R2MAEModel(adata, mask_strategy=strategy, **config["model"], **params)
-        model.train(lr=train["lr"], weight_decay=train["weight_decay"], **fit_kwargs)
+        model.train(
+            plan_kwargs={"lr": train["lr"], "weight_decay": train["weight_decay"]}, **fit_kwargs
+        )
         predictor = r2mae_predictor
     held_out = np.sort(np.asarray(model.validation_indices))
     return {

@@ -12,20 +12,26 @@ from ._census import (
     write_census_standin,
 )
 from ._datasets import pbmc68k_counts
+from ._inmemory import InMemoryDataModule, inference_batches
+from ._ondisk import OnDiskDataModule, read_backed
 from ._preprocess import log_normalize, preprocess_counts
 from ._synthetic import synthetic_donor_counts
 
 __all__ = ["pbmc68k_counts"]
 __all__ += [
     "CENSUS_OBS_COLUMNS",
+    "InMemoryDataModule",
+    "OnDiskDataModule",
     "anndata_batches",
     "census_datamodule",
     "datamodule_batches",
+    "inference_batches",
     "load_census",
     "log_normalize",
     "open_census",
     "parse_age_years",
     "preprocess_counts",
+    "read_backed",
     "read_cellxgene_h5ad",
     "synthetic_donor_counts",
     "write_census_standin",

@@ -1,6 +1,7 @@
-"""The single-cell front: :class:`R2MAEModel` and its torch module."""
+"""The single-cell front: :class:`R2MAEModel`, its torch module and training plan."""
 
 from ._model import R2MAEModel
 from ._module import R2MAEModule
+from ._training_plan import PAPER_OPTIMIZER, R2MAETrainingPlan
 
-__all__ = ["R2MAEModel", "R2MAEModule"]
+__all__ = ["PAPER_OPTIMIZER", "R2MAEModel", "R2MAEModule", "R2MAETrainingPlan"]

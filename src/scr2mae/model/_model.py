@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,7 +21,6 @@ from scvi.data.fields import (
     NumericalJointObsField,
 )
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
-from scvi.train import TrainingPlan
 
 from ..masking import (
     CURRICULUM_STRATEGIES,
@@ -35,6 +33,7 @@ from ..masking._curriculum import _normalise_strategy
 from . import _hub
 from ._module import R2MAEModule
 from ._query import align_to_genes, gene_identifier_columns
+from ._training_plan import R2MAETrainingPlan
 from ._validation import check_count_matrix, check_obs_keys
 
 logger = logging.getLogger(__name__)
@@ -64,28 +63,6 @@ def _curriculum_name(strategy) -> str | None:
         return None
     key = _normalise_strategy(strategy)
     return key if key in CURRICULUM_STRATEGIES else None
-
-
-class R2MAETrainingPlan(TrainingPlan):
-    """scvi-tools training plan that keeps the curriculum generator out of weight decay.
-
-    The curriculum's warm-up sets the generator's gradient coefficient to zero; with no weight
-    decay on its parameter group, Adam then leaves the generator exactly unchanged, without any
-    host-side check of the step.
-    """
-
-    def _optimizer_creator_fn(self, optimizer_cls):
-        def create(params):
-            params = list(params)
-            curriculum = getattr(self.module, "curriculum", None)
-            kwargs = {"lr": self.lr, "eps": self.eps, "weight_decay": self.weight_decay}
-            if curriculum is None:
-                return optimizer_cls(params, **kwargs)
-            generator_ids = {id(p) for p in curriculum.generator_parameters()}
-            rest = [p for p in params if id(p) not in generator_ids]
-            return optimizer_cls([{"params": rest}, curriculum.generator_param_group()], **kwargs)
-
-        return create
 
 
 class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -510,46 +487,69 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self,
         max_epochs: int | None = None,
         batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
         train_size: float | None = 0.9,
         early_stopping: bool = False,
+        data_loader: Literal["auto", "in_memory", "on_disk", "scvi"] = "auto",
         plan_kwargs: dict | None = None,
         **kwargs,
     ):
         """Train the model.
 
+        Optimiser settings go through ``plan_kwargs``, as in scvi-tools. The defaults are the
+        paper's Adam values, :data:`scr2mae.model.PAPER_OPTIMIZER` (``lr=1e-3``,
+        ``weight_decay=1e-4``, ``eps=1e-8``); e.g. ``plan_kwargs={"lr": 2e-3}``. A query model
+        of :meth:`load_query_data` trains without weight decay unless ``plan_kwargs`` set it,
+        so that frozen reference weights stay exactly as they were.
+
         Parameters
         ----------
         max_epochs
-            Number of passes over the data; defaults to scvi-tools' heuristic
-            (``min(400, 8e6 / n_cells)``).
+            Number of passes over the data; defaults to
+            ``min(400, round(20000 / n_cells × 400))``.
         batch_size
-            Mini-batch size (the paper used 400 on atlases of millions of cells).
-        lr
-            Adam learning rate (paper: 1e-3).
-        weight_decay
-            Adam weight decay (paper: 1e-4).
+            Mini-batch size (the paper used 400 on atlases of millions of cells; see the
+            learning-rate guidance for large batches in the documentation's benchmarks).
         train_size
             Fraction of cells used for training; the rest is the validation set.
         early_stopping
             Stop when the validation loss stops improving.
+        data_loader
+            How mini-batches are made. ``"in_memory"``: the counts become torch tensors once
+            and rows are gathered per step (:class:`scr2mae.data.InMemoryDataModule`, the
+            default for an AnnData in memory). ``"on_disk"``: contiguous chunks of a backed
+            AnnData are read and shuffled within a buffer
+            (:class:`scr2mae.data.OnDiskDataModule`, the default for a backed AnnData).
+            ``"scvi"``: scvi-tools' ``DataSplitter`` and ``AnnDataLoader``. ``"auto"`` picks
+            by the AnnData, or uses ``datamodule`` when one is given.
         plan_kwargs
-            Extra arguments of :class:`scvi.train.TrainingPlan` (override ``lr`` etc.).
+            Arguments of :class:`~scr2mae.model.R2MAETrainingPlan` (those of
+            :class:`scvi.train.TrainingPlan`: ``lr``, ``weight_decay``, ``eps``,
+            ``optimizer``, ``reduce_lr_on_plateau``, …).
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and the Lightning
-            trainer (e.g. ``accelerator``, ``datamodule``, ``enable_progress_bar``).
+            trainer (e.g. ``accelerator``, ``devices``, ``strategy="ddp"``, ``precision``,
+            ``datamodule``, ``log_every_n_steps``, ``enable_progress_bar``).
         """
         if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
             raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
         if not isinstance(batch_size, int) or batch_size < 2:
             raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
-        plan = {"lr": lr, "weight_decay": weight_decay, "eps": 1e-8, "optimizer": "Adam"}
+        if data_loader not in ("auto", "in_memory", "on_disk", "scvi"):
+            raise ValueError(
+                "`data_loader` must be 'auto', 'in_memory', 'on_disk' or 'scvi', "
+                f"got {data_loader!r}."
+            )
+        if plan_kwargs is not None and not isinstance(plan_kwargs, dict):
+            raise TypeError(f"`plan_kwargs` must be a dict, got {type(plan_kwargs).__name__}.")
+        plan = dict(plan_kwargs or {})
         if getattr(self, "is_query_model_", False):
             # weight decay would move the frozen reference weights (load_query_data)
-            plan["weight_decay"] = 0.0
-        plan.update(plan_kwargs or {})
-        datamodule = kwargs.get("datamodule")
+            plan.setdefault("weight_decay", 0.0)
+        datamodule = kwargs.pop("datamodule", None)
+        if datamodule is not None and data_loader != "auto":
+            raise ValueError("give either `datamodule` or `data_loader`, not both.")
+        if datamodule is None and data_loader != "scvi":
+            datamodule = self._make_datamodule(data_loader, batch_size, train_size, kwargs)
         n_obs = (
             datamodule.n_obs
             if datamodule is not None and hasattr(datamodule, "n_obs")
@@ -559,36 +559,71 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             if n_obs is None:
                 raise ValueError("`max_epochs` must be given when training from a data module.")
             max_epochs = int(min(400, max(1, round(20000 / n_obs * 400))))
-        self._resolve_schedule_length(max_epochs, batch_size, train_size, n_obs)
-        return super().train(
+        if datamodule is not None:
+            kwargs["datamodule"] = datamodule
+        else:
+            kwargs["train_size"] = train_size
+        out = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
-            train_size=train_size,
             early_stopping=early_stopping,
             plan_kwargs=plan,
             **kwargs,
         )
+        # the schedule resolved by the training plan (its length) is the model's from now on
+        self._module_kwargs["mask_strategy"] = self.module.masker.schedule
+        return out
 
-    def _resolve_schedule_length(self, max_epochs, batch_size, train_size, n_obs) -> None:
-        schedule = self._module_kwargs["mask_strategy"]
-        if not schedule.needs_total_steps:
-            return
-        if n_obs is None:
+    def _make_datamodule(self, data_loader, batch_size, train_size, kwargs):
+        """The in-memory or on-disk data module for ``train()`` (``None``: scvi-tools')."""
+        if self.adata is None:
             raise ValueError(
-                f"{schedule!r} needs `total_steps` when training from a data module without "
-                "`n_obs`; build the schedule with total_steps=..."
+                "a model without an AnnData trains from a `datamodule` (e.g. "
+                "`scr2mae.data.census_datamodule`)."
             )
-        n_train = math.ceil((train_size or 0.9) * n_obs)
-        total = max_epochs * max(1, math.ceil(n_train / batch_size))
-        resolved = schedule.with_total_steps(total)
-        self._module_kwargs["mask_strategy"] = resolved
-        if self.module is not None:
-            self.module.masker.schedule = resolved
+        from ..data._inmemory import InMemoryDataModule
+        from ..data._ondisk import OnDiskDataModule, is_on_disk
+
+        split = {
+            "train_size": train_size,
+            "validation_size": kwargs.pop("validation_size", None),
+            "shuffle_set_split": kwargs.pop("shuffle_set_split", True),
+        }
+        for unused in ("load_sparse_tensor", "datasplitter_kwargs"):
+            if kwargs.get(unused):
+                raise ValueError(f"`{unused}` is an option of data_loader='scvi' only.")
+            kwargs.pop(unused, None)
+        backed = is_on_disk(self.adata)
+        if data_loader == "auto":
+            data_loader = "on_disk" if backed else "in_memory"
+        if data_loader == "in_memory":
+            if backed:
+                raise ValueError(
+                    "data_loader='in_memory' needs the AnnData in memory; this one is backed "
+                    "(use 'on_disk', or `adata.to_memory()`)."
+                )
+            return InMemoryDataModule(self.adata_manager, batch_size=batch_size, **split)
+        return OnDiskDataModule(self.adata_manager, batch_size=batch_size, **split)
 
     # ------------------------------------------------------------------ outputs
     def _loader(self, adata, indices, batch_size):
+        """Unshuffled mini-batches of ``adata`` (validated) on the model's device."""
         adata = self._validate_anndata(adata)
         return self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+
+    def _make_data_loader(
+        self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None, **kw
+    ):
+        """The fast unshuffled iterator for in-memory data; scvi-tools' loader otherwise."""
+        from ..data._inmemory import inference_batches
+        from ..data._ondisk import is_on_disk
+
+        manager = self.get_anndata_manager(adata)
+        if shuffle or data_loader_class is not None or kw or manager is None or is_on_disk(adata):
+            return super()._make_data_loader(
+                adata, indices, batch_size, shuffle, data_loader_class, **kw
+            )
+        return inference_batches(manager, indices, batch_size, device=self.device)
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -802,7 +837,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             for tensors in self._make_data_loader(
                 adata=adata, indices=indices, batch_size=batch_size
             ):
-                x = tensors[REGISTRY_KEYS.X_KEY].to(torch.float32)
+                x = tensors[REGISTRY_KEYS.X_KEY].to("cpu", torch.float32)
                 measured = ~torch.isnan(x)
                 x = torch.nan_to_num(x, nan=0.0)
                 mask = exact_count_mask(x.shape[0], x.shape[1], float(r), generator=gen)
