@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import scvi
+from scvi.dataloaders import DataSplitter
+
+from scr2mae import R2MAEModel
+from scr2mae.data import InMemoryDataModule
+from scr2mae.model import PAPER_OPTIMIZER, R2MAETrainingPlan
+
+SMALL = {"n_hidden": 16, "n_latent": 4}
+
+
+@pytest.fixture
+def adata():
+    scvi.settings.seed = 0
+    ad = scvi.data.synthetic_iid(batch_size=100, n_genes=40, n_batches=2, n_labels=2)
+    R2MAEModel.setup_anndata(ad, batch_key="batch")
+    return ad
+
+
+def test_schedule_length_follows_a_data_module_with_another_batch_size(adata):
+    # train(batch_size=50) would size the schedule for 4 steps per epoch; the data module
+    # makes 9 (180 training cells / 20): the schedule must end exactly with training
+    model = R2MAEModel(adata, mask_strategy="dynamic", start=0.5, end=0.1, **SMALL)
+    dm = DataSplitter(model.adata_manager, batch_size=20, train_size=0.9)
+    model.train(max_epochs=2, batch_size=50, datamodule=dm, enable_progress_bar=False)
+    steps = int(model.module.mask_step)
+    assert steps == model.trainer.global_step == 2 * 9
+    assert model.module.masker.schedule.total_steps == steps
+    # the same with the fast path's data module
+    model = R2MAEModel(adata, mask_strategy="dynamic", start=0.5, end=0.1, **SMALL)
+    dm = InMemoryDataModule(model.adata_manager, batch_size=20, train_size=0.9)
+    model.train(max_epochs=2, batch_size=50, datamodule=dm, enable_progress_bar=False)
+    assert model.module.masker.schedule.total_steps == int(model.module.mask_step) == 18
+
+
+def test_optimiser_defaults_are_the_papers_and_plan_kwargs_override(adata):
+    model = R2MAEModel(adata, **SMALL)
+    plan = R2MAETrainingPlan(model.module)
+    group = plan.configure_optimizers()["optimizer"].param_groups[0]
+    assert {k: group[k] for k in ("lr", "weight_decay", "eps")} == {
+        k: PAPER_OPTIMIZER[k] for k in ("lr", "weight_decay", "eps")
+    }
+    model.train(
+        max_epochs=1,
+        batch_size=50,
+        plan_kwargs={"lr": 3e-3, "eps": 0.01},
+        enable_progress_bar=False,
+    )
+    group = model.trainer.optimizers[0].param_groups[0]
+    assert (group["lr"], group["eps"], group["weight_decay"]) == (3e-3, 0.01, 1e-4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lr'"):
+        model.train(max_epochs=1, lr=1e-3)
+
+
+def test_query_models_train_without_weight_decay_unless_asked(adata):
+    reference = R2MAEModel(adata, **SMALL)
+    reference.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+    query = adata.copy()
+    query.obs["batch"] = "batch_new"
+    query = R2MAEModel.prepare_query_anndata(query, reference)
+    model = R2MAEModel.load_query_data(query, reference)
+    model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+    assert model.trainer.optimizers[0].param_groups[0]["weight_decay"] == 0.0
+    model.train(
+        max_epochs=1, batch_size=50, plan_kwargs={"weight_decay": 1e-3}, enable_progress_bar=False
+    )
+    assert model.trainer.optimizers[0].param_groups[0]["weight_decay"] == 1e-3
+
+
+def test_epoch_metrics_are_weighted_means_of_the_steps(adata):
+    model = R2MAEModel(adata, mask_strategy="fixed", mask_ratio=0.25, **SMALL)
+    model.train(
+        max_epochs=2,
+        batch_size=50,
+        check_val_every_n_epoch=1,
+        enable_progress_bar=False,
+    )
+    history = model.history
+    for key in ("train_loss", "validation_loss", "elbo_validation", "masked_fraction_train"):
+        values = history[key].to_numpy(dtype=float).ravel()
+        assert len(values) == 2 and np.isfinite(values).all()
+    np.testing.assert_allclose(history["masked_fraction_train"].to_numpy(float), 10 / 40)
+    # the validation loss is the loss of the held-out cells (same masks are not reproducible
+    # across calls, so compare scales only)
+    assert abs(history["validation_loss"].iloc[-1, 0] - history["train_loss"].iloc[-1, 0]) < 1.0
+
+
+def test_step_logging_every_n_steps(adata, monkeypatch):
+    logged = []
+    original = R2MAETrainingPlan.log
+
+    def spy(self, name, value, *args, **kwargs):
+        if name == "train_loss_step":
+            logged.append((int(self.global_step), float(value)))
+        return original(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(R2MAETrainingPlan, "log", spy)
+    model = R2MAEModel(adata, **SMALL)
+    model.train(
+        max_epochs=2,
+        batch_size=20,
+        plan_kwargs={"on_step": True},
+        log_every_n_steps=3,
+        enable_progress_bar=False,
+    )
+    assert [step for step, _ in logged] == list(range(0, 18, 3))
+    assert np.isfinite([value for _, value in logged]).all()
+    # without on_step nothing is logged per step
+    logged.clear()
+    R2MAEModel(adata, **SMALL).train(max_epochs=1, batch_size=20, enable_progress_bar=False)
+    assert logged == []
