@@ -1,0 +1,342 @@
+"""Training throughput (cells/s) of R2MAEModel's data paths against scVI and the compute floor.
+
+    python benchmarks/genomics/singlecell/throughput.py --quick
+    python benchmarks/genomics/singlecell/throughput.py  # 10k, 100k, 1M x 2000; 100k x 5000
+    python benchmarks/genomics/singlecell/throughput.py --sizes 100000x2000 --widths 128/32
+
+For each size of synthetic sparse counts (10 % non-zero, counts 1 + Poisson(1)) and each pair of
+widths (hidden/latent; 2 hidden encoder layers), one training epoch is timed, in this process,
+for:
+
+* ``fast``: ``R2MAEModel.train(data_loader="in_memory")`` (counts as torch tensors, rows
+  gathered per step; the default);
+* ``scvi_loader``: ``R2MAEModel.train(data_loader="scvi")`` (scvi-tools' AnnDataLoader);
+* ``scVI``: ``scvi.model.SCVI`` with its defaults at the same widths;
+* ``floor``: the bare module step (forward, masked NB loss, backward, Adam step) on
+  mini-batches densified beforehand, with no Lightning: the compute floor;
+* ``on_disk``: ``R2MAEModel.train(data_loader="on_disk")`` on the same cells written to a
+  local ``.h5ad`` and opened backed.
+
+Every model is warmed up first by an untimed fit on a few cells (the first Lightning fit of a
+process pays one-off costs). Epoch time excludes the data module's one-off set-up. Peak memory is
+the highest resident set size of the process sampled while each mode runs. On a shared machine
+other processes stretch the wall clock, so the script also reports cells per CPU-second of this
+process (with ``--threads 1`` that is the single-core rate without the waiting). It prints
+cells/s, the ratios to the floor and to scVI, and writes ``throughput.csv`` and
+``throughput.png`` (cells/s and peak memory against the number of cells) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODES = ("fast", "scvi_loader", "scVI", "floor", "on_disk")
+FULL_SIZES = ("10000x2000", "100000x2000", "1000000x2000", "100000x5000")
+QUICK_SIZES = ("3000x500",)
+
+
+class PeakRSS:
+    """Highest resident set size of this process (bytes), sampled every 20 ms while active."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def synthetic_counts(n_cells: int, n_genes: int, density: float = 0.1, seed: int = 0):
+    """Sparse CSR counts: each entry non-zero with probability ``density``, value 1 + Poisson(1)."""
+    from anndata import AnnData
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for start in range(0, n_cells, 20000):
+        rows = min(20000, n_cells - start)
+        hit = rng.random((rows, n_genes), dtype=np.float32) < density
+        hit[:, 0] = True  # no empty cell
+        block = sparse.csr_matrix(hit, dtype=np.float32)
+        block.data = 1.0 + rng.poisson(1.0, block.nnz).astype(np.float32)
+        blocks.append(block)
+    counts = sparse.vstack(blocks, format="csr")
+    adata = AnnData(X=counts)
+    adata.obs["batch"] = pd.Categorical(rng.integers(0, 4, n_cells).astype(str))
+    return adata
+
+
+class _Clock:
+    """Wall-clock and process CPU time between two points."""
+
+    def start(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def _epoch_cells_per_second(model, n_train: int, **train_kwargs) -> tuple[float, float]:
+    """Cells/s of one training epoch, by wall clock and by process CPU time."""
+    import lightning.pytorch as pl
+
+    clock = _Clock()
+
+    class EpochClock(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            clock.start()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            clock.seconds = clock.stop()
+
+    model.train(max_epochs=1, callbacks=[EpochClock()], enable_progress_bar=False, **train_kwargs)
+    wall, cpu = clock.seconds
+    return n_train / wall, n_train / cpu
+
+
+def _floor(model, batch_size: int, n_steps: int) -> tuple[float, float]:
+    """Cells/s of the bare module step on mini-batches densified beforehand."""
+    import torch
+
+    from scr2mae.data import inference_batches
+
+    module = model.module.train()
+    batches = []
+    for batch in inference_batches(model.adata_manager, batch_size=batch_size):
+        batches.append(batch)
+        if len(batches) == min(n_steps, 20):
+            break
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, eps=1e-8, weight_decay=1e-4)
+
+    def step(tensors):
+        _, _, loss = module(tensors)
+        optimizer.zero_grad(set_to_none=True)
+        loss.loss.backward()
+        optimizer.step()
+
+    for tensors in batches[:3]:
+        step(tensors)
+    clock = _Clock()
+    clock.start()
+    for i in range(n_steps):
+        step(batches[i % len(batches)])
+    wall, cpu = clock.stop()
+    return n_steps * batch_size / wall, n_steps * batch_size / cpu
+
+
+def run_size(n_cells, n_genes, widths, modes, batch_size, floor_steps, workdir, seed):
+    import scvi
+
+    from scr2mae import R2MAEModel
+    from scr2mae.data import read_backed
+
+    adata = synthetic_counts(n_cells, n_genes, seed=seed)
+    csr_bytes = adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes
+    backed = None
+    if "on_disk" in modes:
+        path = Path(workdir) / f"cells_{n_cells}x{n_genes}.h5ad"
+        adata.write_h5ad(path)
+        backed = read_backed(path)
+        R2MAEModel.setup_anndata(backed, batch_key="batch")
+    R2MAEModel.setup_anndata(adata, batch_key="batch")
+    if "scVI" in modes:
+        scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+    rows = []
+    for n_hidden, n_latent in widths:
+        sizes = {"n_hidden": n_hidden, "n_latent": n_latent, "n_layers": 2}
+        n_train = int(np.ceil(0.9 * n_cells))
+        for mode in modes:
+            scvi.settings.seed = seed
+            with PeakRSS() as rss:
+                if mode == "fast":
+                    rate, cpu_rate = _epoch_cells_per_second(
+                        R2MAEModel(adata, **sizes), n_train, batch_size=batch_size
+                    )
+                elif mode == "scvi_loader":
+                    rate, cpu_rate = _epoch_cells_per_second(
+                        R2MAEModel(adata, **sizes),
+                        n_train,
+                        batch_size=batch_size,
+                        data_loader="scvi",
+                    )
+                elif mode == "scVI":
+                    rate, cpu_rate = _epoch_cells_per_second(
+                        scvi.model.SCVI(adata, **sizes), n_train, batch_size=batch_size
+                    )
+                elif mode == "floor":
+                    rate, cpu_rate = _floor(R2MAEModel(adata, **sizes), batch_size, floor_steps)
+                else:
+                    rate, cpu_rate = _epoch_cells_per_second(
+                        R2MAEModel(backed, **sizes), n_train, batch_size=batch_size
+                    )
+            rows.append(
+                {
+                    "n_cells": n_cells,
+                    "n_genes": n_genes,
+                    "widths": f"{n_hidden}/{n_latent}",
+                    "mode": mode,
+                    "cells_per_s": rate,
+                    "cells_per_cpu_s": cpu_rate,
+                    "peak_rss_gb": rss.peak / 1e9,
+                    "csr_gb": csr_bytes / 1e9,
+                }
+            )
+            print(
+                f"  {n_cells} x {n_genes}, widths {n_hidden}/{n_latent}, {mode}: "
+                f"{rate:,.0f} cells/s ({cpu_rate:,.0f} per CPU-second), "
+                f"peak RSS {rss.peak / 1e9:.2f} GB",
+                flush=True,
+            )
+    if backed is not None:
+        backed.file.close()
+    return rows
+
+
+def ratio_table(table: pd.DataFrame, values: str = "cells_per_s") -> pd.DataFrame:
+    """Cells/s per mode with the fast path's ratios to the floor, scvi_loader and scVI."""
+    wide = table.pivot_table(index=["n_cells", "n_genes", "widths"], columns="mode", values=values)
+    wide = wide[[m for m in MODES if m in wide.columns]]
+    if "fast" in wide:
+        for base in ("floor", "scvi_loader", "scVI"):
+            if base in wide:
+                wide[f"fast/{base}"] = wide["fast"] / wide[base]
+    return wide
+
+
+def figure(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_rate, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
+    for (mode, widths, n_genes), part in table.groupby(["mode", "widths", "n_genes"]):
+        part = part.sort_values("n_cells")
+        label = f"{mode} {widths} G={n_genes}"
+        ax_rate.plot(part["n_cells"], part["cells_per_s"], marker="o", label=label)
+        ax_mem.plot(part["n_cells"], part["peak_rss_gb"], marker="o", label=label)
+    csr = table.drop_duplicates(["n_cells", "n_genes"]).sort_values("n_cells")
+    ax_mem.plot(csr["n_cells"], csr["csr_gb"], "k--", label="CSR size")
+    for ax, ylabel in ((ax_rate, "cells / s (one epoch)"), (ax_mem, "peak resident memory (GB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("cells")
+        ax.set_ylabel(ylabel)
+    ax_rate.set_yscale("log")
+    ax_mem.legend(fontsize=6)
+    fig.suptitle("R2MAEModel training throughput (CPU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """Run the benchmark and return the long table (one row per size, widths and mode)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small size, CI-sized")
+    parser.add_argument("--sizes", nargs="+", help="CELLSxGENES, e.g. 100000x2000")
+    parser.add_argument("--widths", nargs="+", default=["128/32", "512/128"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--floor-steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/genomics/singlecell/results/throughput")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric", "scvi", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    widths = [tuple(int(v) for v in w.split("/")) for w in args.widths]
+    floor_steps = 20 if args.quick else args.floor_steps
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _warm_up(widths[0], args.batch_size)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for size in sizes:
+            n_cells, n_genes = (int(v) for v in size.lower().split("x"))
+            print(f"{n_cells} cells x {n_genes} genes", flush=True)
+            rows += run_size(
+                n_cells,
+                n_genes,
+                widths,
+                args.modes,
+                args.batch_size,
+                floor_steps,
+                workdir,
+                args.seed,
+            )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "throughput.csv", index=False)
+    figure(table, out / "throughput.png")
+    print(
+        f"\ncells/s, one epoch, batch {args.batch_size}, {torch.get_num_threads()} torch "
+        f"thread(s), device cpu"
+    )
+    print(ratio_table(table).round(2).to_markdown())
+    print(
+        "\ncells per CPU-second of the process (robust to other processes on a shared machine "
+        "when torch runs one thread)"
+    )
+    print(ratio_table(table, "cells_per_cpu_s").round(2).to_markdown())
+    memory = table.pivot_table(
+        index=["n_cells", "n_genes", "widths"], columns="mode", values="peak_rss_gb"
+    )
+    print("\npeak resident memory (GB)")
+    print(memory.round(2).to_markdown())
+    print(f"\nfigure: {out / 'throughput.png'}")
+    return table
+
+
+def _warm_up(widths, batch_size):
+    """An untimed fit of each model class: the first fit of a process pays one-off costs."""
+    import scvi
+
+    from scr2mae import R2MAEModel
+
+    adata = synthetic_counts(600, 50, seed=1)
+    R2MAEModel.setup_anndata(adata, batch_key="batch")
+    scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+    sizes = {"n_hidden": widths[0], "n_latent": widths[1]}
+    for model, kwargs in (
+        (R2MAEModel(adata, **sizes), {}),
+        (R2MAEModel(adata, **sizes), {"data_loader": "scvi"}),
+        (scvi.model.SCVI(adata, **sizes), {}),
+    ):
+        model.train(max_epochs=1, batch_size=batch_size, enable_progress_bar=False, **kwargs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+import math
+import runpy
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "genomics" / "singlecell" / "throughput.py"
+
+
+def test_throughput_benchmark_times_every_mode_and_writes_the_figure(capsys, tmp_path):
+    main = runpy.run_path(str(SCRIPT), run_name="throughput")["main"]
+    table = main(
+        [
+            "--quick",
+            "--sizes",
+            "700x40",
+            "--widths",
+            "16/4",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert set(table["mode"]) == {"fast", "scvi_loader", "scVI", "floor", "on_disk"}
+    assert all(r > 0 and math.isfinite(r) for r in table["cells_per_s"])
+    assert (table["peak_rss_gb"] > table["csr_gb"]).all()
+    assert (tmp_path / "throughput.png").stat().st_size > 0
+    assert (tmp_path / "throughput.csv").exists()
+    out = capsys.readouterr().out
+    assert "fast/floor" in out and "fast/scVI" in out and "peak resident memory" in out
