@@ -548,7 +548,8 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         datamodule = kwargs.pop("datamodule", None)
         if datamodule is not None and data_loader != "auto":
             raise ValueError("give either `datamodule` or `data_loader`, not both.")
-        if datamodule is None and data_loader != "scvi":
+        made_here = datamodule is None and data_loader != "scvi"
+        if made_here:
             datamodule = self._make_datamodule(data_loader, batch_size, train_size, kwargs)
         n_obs = (
             datamodule.n_obs
@@ -572,6 +573,8 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
         # the schedule resolved by the training plan (its length) is the model's from now on
         self._module_kwargs["mask_strategy"] = self.module.masker.schedule
+        if made_here and hasattr(datamodule, "tensors"):
+            datamodule.tensors = None  # the trainer keeps the data module; free its tensors
         return out
 
     def _make_datamodule(self, data_loader, batch_size, train_size, kwargs):
