@@ -8,11 +8,10 @@ from scvi import REGISTRY_KEYS
 from scr2mae import R2MAEModel
 from scr2mae.data._inmemory import CellTensors
 
-#: bf16 keeps 8 bits of mantissa (relative step 2^-8 ≈ 0.4 %); the MLP's activations carry that
-#: error into the NB means, while the likelihood itself (lgamma) runs in float32. A 2 % bound on
-#: the mean loss leaves room for that and catches a likelihood evaluated in bf16 (which is off
-#: by more at counts in the tens).
-BF16_LOSS_RTOL = 2e-2
+#: Tolerance of the bf16 loss relative to float32: 0.5 %. bf16 keeps 8 bits of mantissa (relative
+#: step 2^-8 ≈ 0.4 %) in the MLP's activations; the NB likelihood (lgamma) stays in float32, and
+#: averaging over the masked entries shrinks the error further (measured here: 2e-5).
+BF16_LOSS_RTOL = 5e-3
 
 
 def _model():
