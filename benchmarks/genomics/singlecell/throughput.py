@@ -64,7 +64,7 @@ class PeakRSS:
             time.sleep(0.02)
 
     def __enter__(self):
-        self.peak = self.current()
+        self.start = self.peak = self.current()
         self._thread.start()
         return self
 
@@ -214,13 +214,14 @@ def run_size(
                     "cells_per_s": rate,
                     "cells_per_cpu_s": cpu_rate,
                     "peak_rss_gb": rss.peak / 1e9,
+                    "start_rss_gb": rss.start / 1e9,
                     "csr_gb": csr_bytes / 1e9,
                 }
             )
             print(
                 f"  {n_cells} x {n_genes}, widths {n_hidden}/{n_latent}, {mode}: "
                 f"{rate:,.0f} cells/s ({cpu_rate:,.0f} per CPU-second), "
-                f"peak RSS {rss.peak / 1e9:.2f} GB",
+                f"peak RSS {rss.peak / 1e9:.2f} GB (at start {rss.start / 1e9:.2f} GB)",
                 flush=True,
             )
     if backed is not None:
