@@ -7,20 +7,7 @@ learns Sinkhorn-balanced loss weights per masking ratio. Pure torch and
 device-agnostic; this package imports nothing from the rest of scr2mae.
 """
 
-from ._curriculum import (
-    CURRICULUM_STRATEGIES,
-    ConstantMultiplier,
-    Curriculum,
-    CurriculumLoss,
-    CurriculumWeightGenerator,
-    GradientMultiplier,
-    GradientMultiplierSchedule,
-    LinearMultiplier,
-    feature_statistics,
-    get_curriculum,
-    multiply_gradient,
-    sinkhorn,
-)
+from ._curriculum import CURRICULUM_STRATEGIES, Curriculum, CurriculumLoss, get_curriculum
 from ._masks import (
     MaskDraw,
     Masker,
@@ -28,6 +15,13 @@ from ._masks import (
     column_mask,
     exact_count_mask,
     ratio_to_count,
+)
+from ._multipliers import (
+    ConstantMultiplier,
+    GradientMultiplier,
+    GradientMultiplierSchedule,
+    LinearMultiplier,
+    multiply_gradient,
 )
 from ._registry import MASKING_STRATEGIES, get_masking
 from ._schedules import (
@@ -40,6 +34,8 @@ from ._schedules import (
     UniformDecayRatio,
     UniformRatio,
 )
+from ._sinkhorn import sinkhorn
+from ._weight_generator import CurriculumWeightGenerator, feature_statistics
 
 __all__ = [
     "CURRICULUM_STRATEGIES",

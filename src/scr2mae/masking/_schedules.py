@@ -11,11 +11,12 @@ can keep its step counter on the GPU and never synchronise with the host.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+
+from ._checks import _check_ratio, _check_steps, _resolve_device, _step_tensor
 
 __all__ = [
     "DiscreteRatios",
@@ -27,46 +28,6 @@ __all__ = [
     "UniformDecayRatio",
     "UniformRatio",
 ]
-
-
-def _check_ratio(name: str, value: float, *, allow_one: bool = False) -> float:
-    """Validate a masking ratio and return it as ``float``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.") from None
-    upper_ok = value <= 1.0 if allow_one else value < 1.0
-    if not (math.isfinite(value) and value >= 0.0 and upper_ok):
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"`{name}` must lie in {interval}, got {value}.")
-    return value
-
-
-def _check_steps(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or int(value) != value or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
-    return int(value)
-
-
-def _resolve_device(
-    step: int | torch.Tensor, generator: torch.Generator | None, device
-) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(step, torch.Tensor):
-        return step.device
-    if generator is not None:
-        return generator.device
-    return torch.device("cpu")
-
-
-def _as_step_tensor(step: int | torch.Tensor, device: torch.device) -> torch.Tensor:
-    if isinstance(step, torch.Tensor):
-        return step.to(device=device, dtype=torch.float32)
-    # a fill kernel, not a host-to-device copy
-    return torch.full((), float(step), device=device, dtype=torch.float32)
 
 
 class RatioDraw(NamedTuple):
@@ -218,7 +179,7 @@ class _LinearCentre(RatioSchedule):
                 f"{type(self).__name__} needs `total_steps`; pass it explicitly or call "
                 "`with_total_steps(n)` (R2MAEModel.train does this from max_epochs)."
             )
-        t = _as_step_tensor(step, device)
+        t = _step_tensor(step, device)
         frac = torch.clamp(t / float(self.total_steps), 0.0, 1.0)
         return self.start + (self.end - self.start) * frac
 
