@@ -277,7 +277,7 @@ def test_bad_model_arguments_rejected_before_training(adata):
         R2MAEModel(adata, mask_range=(0.5, 0.1))
     with pytest.raises(ValueError, match="n_hidden"):
         R2MAEModel(adata, n_hidden=0)
-    with pytest.raises(ValueError, match="mask_mode"):
+    with pytest.raises(ValueError, match="`mode` must be one of"):
         R2MAEModel(adata, mask_mode="rows")
     model = R2MAEModel(adata, **SMALL)
     with pytest.raises(ValueError, match="max_epochs"):

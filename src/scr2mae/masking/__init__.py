@@ -23,7 +23,12 @@ from ._multipliers import (
     LinearMultiplier,
     multiply_gradient,
 )
-from ._registry import MASKING_STRATEGIES, get_masking
+from ._registry import (
+    MASKING_STRATEGIES,
+    get_masking,
+    normalise_strategy_name,
+    resolve_masking,
+)
 from ._schedules import (
     DiscreteRatios,
     FixedRatio,
@@ -64,6 +69,8 @@ __all__ = [
     "get_curriculum",
     "get_masking",
     "multiply_gradient",
+    "normalise_strategy_name",
     "ratio_to_count",
+    "resolve_masking",
     "sinkhorn",
 ]

@@ -16,7 +16,6 @@ be a Python ``int`` or a 0-d tensor living on the device.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -330,12 +329,6 @@ _MULTIPLIER_KEYS = (
 )
 
 
-def _normalise_strategy(name: str) -> str:
-    key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
-    key = key.replace("k_0", "k0")
-    return {"cl_mae": "cl", "r2mae_cl_k_0": "r2mae_cl_k0"}.get(key, key)
-
-
 def get_curriculum(
     strategy: str,
     *,
@@ -406,7 +399,9 @@ def get_curriculum(
     """
     if not isinstance(strategy, str):
         raise TypeError(f"`strategy` must be a string, got {type(strategy).__name__}.")
-    key = _normalise_strategy(strategy)
+    from ._registry import normalise_strategy_name  # the registry imports this module
+
+    key = normalise_strategy_name(strategy)
     if key not in CURRICULUM_STRATEGIES:
         raise ValueError(
             f"unknown curriculum strategy {strategy!r}; expected one of {CURRICULUM_STRATEGIES}."

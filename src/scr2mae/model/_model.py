@@ -25,13 +25,12 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from scvi.train import TrainingPlan
 
 from ..masking import (
-    CURRICULUM_STRATEGIES,
+    Curriculum,
     RatioSchedule,
     exact_count_mask,
-    get_curriculum,
     get_masking,
+    resolve_masking,
 )
-from ..masking._curriculum import _normalise_strategy
 from . import _hub
 from ._module import R2MAEModule
 from ._query import align_to_genes, gene_identifier_columns
@@ -56,14 +55,6 @@ def _pearson_rows(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) ->
     denom = torch.sqrt((dp * dp).sum(1) * (dt * dt).sum(1))
     r = cov / denom
     return torch.where((denom > 0) & (n >= 2), r, torch.full_like(r, float("nan")))
-
-
-def _curriculum_name(strategy) -> str | None:
-    """Canonical curriculum strategy name, or ``None`` for plain masking schedules."""
-    if not isinstance(strategy, str):
-        return None
-    key = _normalise_strategy(strategy)
-    return key if key in CURRICULUM_STRATEGIES else None
 
 
 class R2MAETrainingPlan(TrainingPlan):
@@ -167,33 +158,19 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         input_transform: Literal["log1p", "log1p_cp10k"] = "log1p",
         **masking_params: Any,
     ):
-        for name, value in (
-            ("n_hidden", n_hidden),
-            ("n_latent", n_latent),
-            ("n_layers", n_layers),
-            ("n_layers_decoder", n_layers_decoder),
-        ):
-            minimum = 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-        if not 0.0 <= float(dropout_rate) < 1.0:
-            raise ValueError(f"`dropout_rate` must lie in [0, 1), got {dropout_rate!r}.")
-        if input_transform not in ("log1p", "log1p_cp10k"):
-            raise ValueError(
-                f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
-            )
-        if mask_mode not in ("columns", "exact", "bernoulli"):
-            raise ValueError(
-                f"`mask_mode` must be 'columns', 'exact' or 'bernoulli', got {mask_mode!r}."
-            )
-        curriculum_name = _curriculum_name(mask_strategy)
-        curriculum = None
-        if curriculum_name is not None:
-            curriculum = (curriculum_name, dict(masking_params))
-            schedule = get_curriculum(curriculum_name, n_features=2, **masking_params).ratios
-        else:
-            schedule = get_masking(mask_strategy, **masking_params)
+        # the layer sizes, dropout, input transform and mask mode are checked by the module
+        # (and the masker), where they are used
         super().__init__(adata, registry)
+        # one resolver for schedules and curricula; a curriculum is rebuilt by the module, so
+        # the module keeps only its name and parameters
+        masking = resolve_masking(
+            mask_strategy, n_features=self.summary_stats.n_vars, **masking_params
+        )
+        curriculum = None
+        schedule = masking
+        if isinstance(masking, Curriculum):
+            curriculum = (mask_strategy, dict(masking_params))
+            schedule = masking.ratios
 
         self._module_kwargs = {
             "n_hidden": n_hidden,
@@ -209,7 +186,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self._model_summary_string = (
             f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "
             f"n_layers_decoder: {n_layers_decoder}, dropout_rate: {dropout_rate}, "
-            f"masking: {curriculum_name or schedule!r} ({mask_mode})."
+            f"masking: {mask_strategy if curriculum else schedule!r} ({mask_mode})."
         )
         if self._module_init_on_train:
             self.module = None
