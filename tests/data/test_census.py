@@ -132,7 +132,7 @@ def test_write_census_standin_round_trips_through_load_census(tmp_path, census_a
     assert list(back.var_names) == list(adata.var_names)
     with pytest.raises(FileExistsError):
         write_census_standin(adata, uri)
-    with pytest.raises(ValueError, match="layer 'missing' not found"):
+    with pytest.raises(ValueError, match="layer 'missing' is not in"):
         write_census_standin(adata, tmp_path / "other", counts_layer="missing")
     bad = adata.copy()
     bad.layers["counts"] = bad.X.astype(np.float32) * 0.5

@@ -57,7 +57,7 @@ def test_preprocess_rejects_bad_input():
         preprocess_counts(adata, n_top_genes=0)
     bad = adata.copy()
     bad.layers["counts"] = bad.layers["counts"] * 0.5
-    with pytest.raises(ValueError, match="non-negative integers"):
+    with pytest.raises(ValueError, match="non-integer"):
         preprocess_counts(bad)
     with pytest.raises(TypeError):
         preprocess_counts(adata.X)

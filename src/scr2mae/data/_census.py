@@ -19,6 +19,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._validation import check_count_matrix
+
 __all__ = [
     "CENSUS_OBS_COLUMNS",
     "anndata_batches",
@@ -194,13 +196,12 @@ def _finalise(adata: AnnData, counts_layer: str, var_index: str | None) -> AnnDa
     """Integer CSR counts in ``counts_layer`` and ``X``, string categories, ``age_years``."""
     X = adata.X
     X = sparse.csr_matrix(X) if not sparse.issparse(X) else X.tocsr()
+    adata.X = X
+    # the Census "raw" layer holds integer counts; anything else was the wrong layer
+    check_count_matrix(
+        adata, None, where="Census X layer (load 'raw')", allow_empty=True, allow_unmeasured=False
+    )
     data = X.data
-    if data.size and (not np.isfinite(data).all() or (data < 0).any()):
-        raise ValueError("the loaded X layer is not a matrix of non-negative counts.")
-    if data.size and not np.array_equal(data, np.rint(data)):
-        raise ValueError(
-            "the loaded X layer is not integer counts; load the raw counts layer ('raw')."
-        )
     counts = X.astype(np.int32 if (not data.size or data.max() < 2**31) else np.int64)
     adata.X = counts.copy()
     adata.layers[counts_layer] = counts
@@ -610,18 +611,12 @@ def write_census_standin(
     """
     import os
 
-    from ..model._validation import check_count_matrix
-
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     uri = os.fspath(uri)
     if os.path.exists(uri):
         raise FileExistsError(f"{uri!r} already exists; choose a new folder.")
     exp_name = _experiment_name(organism)
-    if counts_layer is not None and counts_layer not in adata.layers:
-        raise ValueError(
-            f"layer {counts_layer!r} not found; available layers: {sorted(adata.layers)}."
-        )
     check_count_matrix(adata, counts_layer, where="write_census_standin", allow_empty=True)
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     import tiledbsoma

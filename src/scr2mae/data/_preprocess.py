@@ -6,11 +6,15 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from .._validation import check_count_matrix
+
 __all__ = ["log_normalize", "preprocess_counts"]
 
 
 def log_normalize(counts, target_sum: float = 1e4) -> np.ndarray | sparse.csr_matrix:
     """``log1p(counts / library_size × target_sum)`` per cell (zero-count cells stay zero).
+
+    Scanpy's :func:`scanpy.pp.normalize_total` then :func:`scanpy.pp.log1p`, on a matrix.
 
     Parameters
     ----------
@@ -23,19 +27,18 @@ def log_normalize(counts, target_sum: float = 1e4) -> np.ndarray | sparse.csr_ma
     -------
     Float32 array (CSR if the input is sparse).
     """
+    import scanpy as sc
+
     if not target_sum > 0:
         raise ValueError(f"`target_sum` must be positive, got {target_sum!r}.")
     if sparse.issparse(counts):
         X = sparse.csr_matrix(counts, dtype=np.float64)
-        lib = np.asarray(X.sum(1)).ravel()
-        scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-        X = sparse.diags(scale) @ X
-        X.data = np.log1p(X.data)
-        return X.astype(np.float32).tocsr()
-    X = np.asarray(counts, dtype=np.float64)
-    lib = X.sum(1, keepdims=True)
-    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-    return np.log1p(X * scale).astype(np.float32)
+    else:
+        X = np.array(counts, dtype=np.float64)
+    adata = AnnData(X=X)
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    return adata.X.astype(np.float32)
 
 
 def preprocess_counts(
@@ -90,21 +93,14 @@ def preprocess_counts(
             f"`counts_layer` {counts_layer!r} is not a layer of `adata` "
             f"(layers: {list(adata.layers)})."
         )
-    if n_top_genes is not None and (
-        isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int) or n_top_genes < 1
-    ):
-        raise ValueError(f"`n_top_genes` must be a positive integer or None, got {n_top_genes!r}.")
-    if min_genes is not None and (
-        isinstance(min_genes, bool) or not isinstance(min_genes, int) or min_genes < 0
-    ):
-        raise ValueError(f"`min_genes` must be a non-negative integer or None, got {min_genes!r}.")
+    for name, value, minimum in (("n_top_genes", n_top_genes, 1), ("min_genes", min_genes, 0)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < minimum
+        ):
+            raise ValueError(f"`{name}` must be an integer >= {minimum} or None, got {value!r}.")
+    check_count_matrix(adata, counts_layer, where="preprocess_counts", allow_empty=True)
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     counts = sparse.csr_matrix(counts) if not sparse.issparse(counts) else counts.tocsr()
-    data = counts.data
-    if data.size and (
-        not np.isfinite(data).all() or (data < 0).any() or not np.array_equal(data, np.rint(data))
-    ):
-        raise ValueError("the counts must be non-negative integers (raw counts, not normalised).")
 
     lognorm = AnnData(X=log_normalize(counts, target_sum), var=adata.var[[]].copy())
     if n_top_genes is None or n_top_genes >= adata.n_vars:
@@ -115,24 +111,17 @@ def preprocess_counts(
         keep_genes = stats["highly_variable"].to_numpy(dtype=bool)
         dispersions = stats["dispersions_norm"].to_numpy(dtype=np.float64)
 
-    sub = counts[:, keep_genes]
-    n_expressed = np.asarray((sub > 0).sum(1)).ravel()
-    keep_cells = n_expressed >= (min_genes or 0)
-    if not keep_cells.any():
+    sub = AnnData(X=counts[:, keep_genes], obs=adata.obs.copy(), var=adata.var[keep_genes].copy())
+    sub.var["dispersions_norm"] = dispersions[keep_genes]
+    sc.pp.filter_cells(sub, min_genes=min_genes or 0)
+    if sub.n_obs == 0:
         raise ValueError(f"no cell expresses at least min_genes={min_genes} of the selected genes.")
-
-    sub = sub[keep_cells]
+    sub.obs = sub.obs.rename(columns={"n_genes": "n_hvg_expressed"})
     # genes without a single count in the kept cells carry nothing and break count models
-    nonzero = np.asarray((sub > 0).sum(0)).ravel() > 0
-    gene_pos = np.flatnonzero(keep_genes)[nonzero]
-    sub = sub[:, nonzero]
-    out = AnnData(
-        X=log_normalize(sub, target_sum),
-        obs=adata.obs.loc[keep_cells].copy(),
-        var=adata.var.iloc[gene_pos].copy(),
-    )
-    out.layers["counts"] = sub.copy()
-    out.var["highly_variable"] = True
-    out.var["dispersions_norm"] = dispersions[gene_pos]
-    out.obs["n_hvg_expressed"] = n_expressed[keep_cells]
-    return out
+    sc.pp.filter_genes(sub, min_cells=1)
+    sub.var = sub.var.drop(columns="n_cells")
+    sub.var["highly_variable"] = True
+    sub.var = sub.var[[c for c in sub.var if c != "dispersions_norm"] + ["dispersions_norm"]]
+    sub.layers["counts"] = sub.X.copy()
+    sub.X = log_normalize(sub.X, target_sum)
+    return sub

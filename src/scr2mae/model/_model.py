@@ -34,7 +34,7 @@ from ..masking import (
 from . import _hub
 from ._module import R2MAEModule
 from ._query import align_to_genes, gene_identifier_columns
-from ._validation import check_count_matrix, check_obs_keys
+from .._validation import check_count_matrix, check_obs_keys
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Input checks run before any AnnData is registered or any training starts."""
+"""Count-matrix and `.obs` checks shared by the model and the data helpers (run before any
+AnnData is registered or any training starts)."""
 
 from __future__ import annotations
 
