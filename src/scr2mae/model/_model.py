@@ -24,37 +24,20 @@ from scvi.data.fields import (
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import TrainingPlan
 
+from .._validation import check_count_matrix, check_obs_keys
+from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
 from ..masking import (
     Curriculum,
     RatioSchedule,
-    exact_count_mask,
-    get_masking,
     resolve_masking,
 )
 from . import _hub
 from ._module import R2MAEModule
 from ._query import align_to_genes, gene_identifier_columns
-from .._validation import check_count_matrix, check_obs_keys
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["R2MAEModel"]
-
-DEFAULT_RECONSTRUCTION_RATIOS = (0.1, 0.2, 0.3, 0.5, 0.7)
-
-
-def _pearson_rows(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each row restricted to masked entries (NaN if undefined)."""
-    m = mask.to(pred.dtype)
-    n = m.sum(dim=1)
-    mean_p = (pred * m).sum(1) / n.clamp_min(1)
-    mean_t = (true * m).sum(1) / n.clamp_min(1)
-    dp = (pred - mean_p[:, None]) * m
-    dt = (true - mean_t[:, None]) * m
-    cov = (dp * dt).sum(1)
-    denom = torch.sqrt((dp * dp).sum(1) * (dt * dt).sum(1))
-    r = cov / denom
-    return torch.where((denom > 0) & (n >= 2), r, torch.full_like(r, float("nan")))
 
 
 class R2MAETrainingPlan(TrainingPlan):
@@ -731,7 +714,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        mask_ratio: float | Sequence[float] = DEFAULT_RECONSTRUCTION_RATIOS,
+        mask_ratio: float | Sequence[float] = RECONSTRUCTION_RATIOS,
         seed: int = 0,
         batch_size: int | None = None,
     ) -> float | pd.Series:
@@ -763,39 +746,29 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Returns
         -------
         A float for one ratio, else a Series indexed by ratio.
+
+        Notes
+        -----
+        This is :func:`scr2mae.evaluation.masked_reconstruction_score` with
+        :func:`scr2mae.evaluation.r2mae_predictor`, so other models can be scored on the same
+        masks.
         """
-        ratios = [mask_ratio] if np.isscalar(mask_ratio) else list(mask_ratio)
-        if not ratios:
-            raise ValueError("`mask_ratio` must contain at least one ratio.")
-        for r in ratios:
-            get_masking("fixed", mask_ratio=r)  # validates the ratio
+        from scvi import settings
+
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
-        self.module.eval()
-        scores = {}
-        for r in ratios:
-            gen = torch.Generator().manual_seed(seed)
-            per_cell = []
-            for tensors in self._make_data_loader(
-                adata=adata, indices=indices, batch_size=batch_size
-            ):
-                x = tensors[REGISTRY_KEYS.X_KEY].to(torch.float32)
-                measured = ~torch.isnan(x)
-                x = torch.nan_to_num(x, nan=0.0)
-                mask = exact_count_mask(x.shape[0], x.shape[1], float(r), generator=gen)
-                inf = self.module.inference(
-                    **self.module._get_inference_input(tensors), mask=mask.to(self.device)
-                )
-                out = self.module.generative(**self.module._get_generative_input(tensors, inf))
-                scale = out["px_scale"].cpu() * measured
-                pred = torch.log1p(scale / scale.sum(1, keepdim=True).clamp_min(1e-12) * 1e4)
-                true = torch.log1p(x / x.sum(1, keepdim=True).clamp_min(1.0) * 1e4)
-                per_cell.append(_pearson_rows(pred, true, mask & measured))
-            values = torch.cat(per_cell)
-            scores[float(r)] = float(torch.nanmean(values))
-        if np.isscalar(mask_ratio):
-            return scores[float(mask_ratio)]
-        return pd.Series(scores, name="reconstruction_pearson").rename_axis("mask_ratio")
+        counts = self.get_anndata_manager(adata, required=True).get_from_registry(
+            REGISTRY_KEYS.X_KEY
+        )
+        if indices is not None:
+            counts = counts[np.asarray(indices)]
+        return masked_reconstruction_score(
+            counts,
+            r2mae_predictor(self, adata, indices),
+            mask_ratio,
+            seed=seed,
+            batch_size=settings.batch_size if batch_size is None else batch_size,
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(
