@@ -30,13 +30,22 @@ __all__ += [
     "synthetic_donor_counts",
     "write_census_standin",
 ]
-__all__ += ["MaskingStepCallback", "R2MAEDataCollator"]
+_MOVED = {"MaskingStepCallback", "R2MAEDataCollator"}
 
 
 def __getattr__(name: str):
-    # the transformers collator is imported on first use, keeping `import scr2mae` fast
-    if name in ("MaskingStepCallback", "R2MAEDataCollator"):
-        from . import _collator
+    # moved to scr2mae.integrations.transformers (imported on first use: `import scr2mae`
+    # stays fast and does not need transformers)
+    if name in _MOVED:
+        import warnings
 
-        return getattr(_collator, name)
+        from ..integrations import transformers
+
+        warnings.warn(
+            f"`scr2mae.data.{name}` moved to `scr2mae.integrations.transformers.{name}`; "
+            "the old path will be removed.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(transformers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
