@@ -92,6 +92,27 @@ def test_out_of_core_training_from_soma(local_census):
         assert losses.size == 2 and np.isfinite(losses).all()
         z = model.get_latent_representation(dataloader=datamodule_batches(dm, "val"))
         assert z.shape == (16, 4) and np.isfinite(z).all()
+        # the inference pass: every cell once, in a fixed order, labelled with its soma_joinid
+        from scr2mae.data import anndata_batches, census_batches, embed_census
+
+        batches = list(census_batches(dm, batch_size=32))
+        assert [len(b["soma_joinid"]) for b in batches] == [32, 32, 16]
+        ids = torch.cat([b["soma_joinid"] for b in batches]).numpy()
+        cells = load_census(dataset_ids="ds_lung", census_uri=local_census)
+        cells = cells[np.argsort(cells.obs["soma_joinid"].to_numpy())]
+        np.testing.assert_array_equal(ids, cells.obs["soma_joinid"].to_numpy())
+        x = torch.cat([b["X"] for b in batches]).numpy()
+        np.testing.assert_array_equal(x, cells.layers["counts"].toarray())
+        emb = embed_census(model, dm, batch_size=32)
+        assert emb.shape == (80, 4) and emb.index.name == "soma_joinid"
+        np.testing.assert_array_equal(emb.index.to_numpy(), ids)
+        # each row is its cell's embedding: the same as embedding the cells from memory
+        in_memory = model.get_latent_representation(dataloader=anndata_batches(cells, dm))
+        np.testing.assert_allclose(emb.to_numpy(), in_memory, rtol=1e-5, atol=1e-6)
+        shuffled = cells[np.random.default_rng(0).permutation(cells.n_obs)]
+        again = model.get_latent_representation(dataloader=anndata_batches(shuffled, dm))
+        joined = emb.loc[shuffled.obs["soma_joinid"].to_numpy()].to_numpy()
+        np.testing.assert_allclose(joined, again, rtol=1e-5, atol=1e-6)
         with pytest.raises(ValueError, match="not both"):
             model.get_latent_representation(indices=[0], dataloader=[])
     finally:

@@ -3,8 +3,10 @@
 from ._census import (
     CENSUS_OBS_COLUMNS,
     anndata_batches,
+    census_batches,
     census_datamodule,
     datamodule_batches,
+    embed_census,
     load_census,
     open_census,
     parse_age_years,
@@ -19,8 +21,10 @@ __all__ = ["pbmc68k_counts"]
 __all__ += [
     "CENSUS_OBS_COLUMNS",
     "anndata_batches",
+    "census_batches",
     "census_datamodule",
     "datamodule_batches",
+    "embed_census",
     "load_census",
     "log_normalize",
     "open_census",

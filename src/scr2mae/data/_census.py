@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 from scipy import sparse
 
@@ -24,8 +25,10 @@ from .._validation import check_count_matrix
 __all__ = [
     "CENSUS_OBS_COLUMNS",
     "anndata_batches",
+    "census_batches",
     "census_datamodule",
     "datamodule_batches",
+    "embed_census",
     "load_census",
     "open_census",
     "parse_age_years",
@@ -466,10 +469,11 @@ def census_datamodule(
 
 
 def datamodule_batches(datamodule, which: str = "train"):
-    """Mini-batches of a ``TileDBDataModule`` as the tensor dictionaries the models read.
+    """Mini-batches of a ``TileDBDataModule``'s training or validation loader.
 
-    Useful to embed streamed cells, e.g.
-    ``model.get_latent_representation(dataloader=datamodule_batches(dm, "val"))``.
+    These are the *shuffled* mini-batches the model trains on, without cell ids: use them to
+    look at training data. To embed cells, use :func:`embed_census` (or
+    :func:`census_batches`), which reads them in a fixed order with their ``soma_joinid``.
 
     Parameters
     ----------
@@ -491,6 +495,95 @@ def datamodule_batches(datamodule, which: str = "train"):
         raise ValueError("the data module has no validation split (train_size=1).")
     for batch in loader:
         yield datamodule.on_before_batch_transfer(batch, 0)
+
+
+#: key of the cell ids in the mini-batches of :func:`census_batches`
+_SOMA_JOINID = "soma_joinid"
+
+
+def census_batches(datamodule, batch_size: int = 1024, x_layer: str = "raw"):
+    """Every cell of a data module's query, unshuffled, with its ``soma_joinid``.
+
+    The inference pass of scvi-tools' Census workflow: one fixed-order read of all cells the
+    ``TileDBDataModule`` was built on (training and validation cells alike), encoded as the
+    data module encodes its mini-batches, so a model trained on it can embed them and the
+    embeddings can be joined back to the cells.
+
+    Parameters
+    ----------
+    datamodule
+        The ``TileDBDataModule`` the model was trained with (e.g. from
+        :func:`census_datamodule`).
+    batch_size
+        Cells per mini-batch.
+    x_layer
+        X layer with the raw counts.
+
+    Returns
+    -------
+    An iterator of dictionaries with ``"X"``, ``"batch"``, the data module's other tensors and
+    ``"soma_joinid"`` (a long tensor with the cells' ids), in the query's cell order.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
+
+    columns = [_SOMA_JOINID, *(datamodule.batch_column_names or [])]
+    dataset = ExperimentDataset(
+        datamodule.query,
+        layer_name=x_layer,
+        obs_column_names=columns,
+        batch_size=batch_size,
+        shuffle=False,
+    )
+
+    def batches():
+        for x, obs in experiment_dataloader(dataset, num_workers=0):
+            ids = torch.as_tensor(obs[_SOMA_JOINID].to_numpy(dtype=np.int64))
+            tensors = datamodule.on_before_batch_transfer((x, obs), 0)
+            tensors[_SOMA_JOINID] = ids
+            yield tensors
+
+    return batches()
+
+
+def embed_census(model, datamodule, batch_size: int = 1024, x_layer: str = "raw") -> pd.DataFrame:
+    """Latent representation of every cell of a data module's query, indexed by ``soma_joinid``.
+
+    A model trained out of core (``R2MAEModel(registry=dm.registry)``) embeds the cells through
+    :func:`census_batches`, so each row is labelled with its cell::
+
+        z = embed_census(model, dm)
+        obs = dm.query.obs().concat().to_pandas().set_index("soma_joinid")
+        obs.join(z)
+
+    Parameters
+    ----------
+    model
+        A trained model with ``get_latent_representation(dataloader=...)`` (e.g.
+        :class:`~scr2mae.R2MAEModel`).
+    datamodule
+        The ``TileDBDataModule`` the model was trained with.
+    batch_size
+        Cells per forward pass.
+    x_layer
+        X layer with the raw counts.
+
+    Returns
+    -------
+    DataFrame with one row per cell (index ``soma_joinid``, in the query's order) and one
+    column per latent dimension.
+    """
+    ids: list[torch.Tensor] = []
+
+    def recording():
+        for tensors in census_batches(datamodule, batch_size, x_layer):
+            ids.append(tensors[_SOMA_JOINID])
+            yield tensors
+
+    z = np.asarray(model.get_latent_representation(dataloader=recording()))
+    index = pd.Index(torch.cat(ids).numpy(), name=_SOMA_JOINID)
+    return pd.DataFrame(z, index=index, columns=[f"latent_{i}" for i in range(z.shape[1])])
 
 
 def anndata_batches(
