@@ -172,6 +172,40 @@ def test_load_with_mismatched_genes_fails(trained, adata, tmp_path):
         R2MAEModel.load(tmp_path / "m", adata=shuffled)
 
 
+def test_load_reads_the_file_once_and_uses_backup_url(trained, adata, tmp_path, monkeypatch):
+    """Genes are compared on what the base class read: one read, and backup_url still works."""
+    trained.save(tmp_path / "m", overwrite=True)
+    z = trained.get_latent_representation()
+    reads = []
+    real_load = torch.load
+
+    def counting_load(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    # the folder is empty: scvi-tools fetches model.pt from backup_url before reading it
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "m"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fresh = tmp_path / "fresh"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/model.pt"
+        loaded = R2MAEModel.load(str(fresh), adata=adata, backup_url=url)
+    finally:
+        server.shutdown()
+    assert [p for p in reads if p.endswith("model.pt")] == [str(fresh / "model.pt")]
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, rtol=1e-6, atol=1e-6)
+    reads.clear()
+    with pytest.raises(ValueError, match="genes do not match"):
+        R2MAEModel.load(str(fresh), adata=adata[:, :-1].copy())
+    assert len([p for p in reads if p.endswith("model.pt")]) == 1
+
+
 def test_new_adata_with_other_genes_is_rejected(trained, adata):
     renamed = adata.copy()
     renamed.var_names = [f"other_{i}" for i in range(adata.n_vars)]
