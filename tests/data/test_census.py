@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from scr2mae.data import census_datamodule, datamodule_batches, load_census, parse_age_years
+from scr2mae.data import (
+    census_datamodule,
+    datamodule_batches,
+    load_census,
+    open_census,
+    parse_age_years,
+)
 
 
 def test_load_by_dataset_id_keeps_counts_and_metadata(local_census, census_adata):
@@ -46,6 +52,37 @@ def test_load_census_rejects_bad_input(local_census):
 def test_unreachable_census_raises_connection_error(tmp_path):
     with pytest.raises(ConnectionError, match=r"could not open|did not answer"):
         load_census(dataset_ids="x", census_uri=str(tmp_path / "missing"), timeout=30)
+
+
+def test_census_timeout_is_the_clients_and_other_errors_pass_through(monkeypatch, tmp_path):
+    import threading
+
+    import cellxgene_census
+
+    calls = []
+
+    def fake_open_soma(**kwargs):
+        calls.append(kwargs)
+        raise KeyError("a bug, not the network")
+
+    monkeypatch.setattr(cellxgene_census, "open_soma", fake_open_soma)
+    threads = threading.active_count()
+    with pytest.raises(KeyError, match="a bug"):
+        open_census(str(tmp_path), timeout=2.5)
+    assert threading.active_count() == threads  # no helper thread left behind
+    config = calls[0]["tiledb_config"]
+    assert config["vfs.s3.connect_timeout_ms"] == "2500"
+    assert config["vfs.s3.request_timeout_ms"] == "2500"
+    with pytest.raises(KeyError):
+        open_census(None, census_version="2025-01-30", timeout=None)
+    assert calls[1]["census_version"] == "2025-01-30" and calls[1]["tiledb_config"] == {}
+
+    def unreachable(**kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(cellxgene_census, "open_soma", unreachable)
+    with pytest.raises(ConnectionError, match=r"could not open.*unreachable"):
+        open_census(None, timeout=1)
 
 
 def test_parse_age_years():

@@ -9,8 +9,8 @@ experiment with the same layout goes through exactly the same code as the real C
 
 from __future__ import annotations
 
+import math
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,29 +53,20 @@ CENSUS_OBS_COLUMNS = (
 _ORGANISMS = {"homo sapiens": "homo_sapiens", "mus musculus": "mus_musculus"}
 
 
-def _run_with_timeout(fn, timeout: float | None, what: str):
-    """Run ``fn()`` in a daemon thread; raise ``TimeoutError`` if it has not returned in time."""
+def _client_config(timeout: float | None) -> dict[str, str]:
+    """TileDB's own S3 timeouts: each connection and each request, not the whole download."""
     if timeout is None:
-        return fn()
-    result: dict[str, Any] = {}
+        return {}
+    ms = str(max(1, math.ceil(timeout * 1000)))
+    return {"vfs.s3.connect_timeout_ms": ms, "vfs.s3.request_timeout_ms": ms}
 
-    def target():
-        try:
-            result["value"] = fn()
-        except BaseException as err:  # re-raised in the caller's thread
-            result["error"] = err
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(
-            f"{what} did not answer within {timeout:g} s; the CELLxGENE Census needs network "
-            "access (or pass `census_uri=` pointing to a local copy)."
-        )
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the Census cannot be reached"; everything else passes through."""
+    import requests  # the release directory lookup of cellxgene_census
+    import tiledbsoma
+
+    return (tiledbsoma.DoesNotExistError, requests.RequestException, OSError)
 
 
 def open_census(
@@ -93,8 +84,10 @@ def open_census(
     census_version
         Release to open when ``census_uri`` is ``None`` (e.g. ``"stable"`` or ``"2025-01-30"``).
     timeout
-        Seconds to wait for the Census to open before raising ``ConnectionError``; ``None``
-        waits forever.
+        Seconds TileDB waits to connect to the Census store and for each request (its
+        ``vfs.s3.connect_timeout_ms`` and ``vfs.s3.request_timeout_ms``), for the open and
+        every read through the returned handle; ``None`` keeps TileDB's defaults. A long
+        download is not cut short as long as data keep arriving.
 
     Returns
     -------
@@ -103,7 +96,8 @@ def open_census(
     Raises
     ------
     ConnectionError
-        When the Census cannot be reached (no network, timeout, missing location).
+        When the Census cannot be reached (no network, timeout, missing location). Other
+        errors are raised unchanged.
     """
     if census_uri is not None and not isinstance(census_uri, str):
         raise TypeError(f"`census_uri` must be a string or None, got {type(census_uri).__name__}.")
@@ -111,17 +105,16 @@ def open_census(
         raise ValueError(f"`timeout` must be positive or None, got {timeout!r}.")
     import cellxgene_census
 
+    config = _client_config(timeout)
     if census_uri is not None:
-        opener = lambda: cellxgene_census.open_soma(uri=census_uri)  # noqa: E731
         where = f"the SOMA collection at {census_uri!r}"
+        location = {"uri": census_uri}
     else:
-        opener = lambda: cellxgene_census.open_soma(census_version=census_version)  # noqa: E731
         where = f"the CELLxGENE Census (release {census_version!r})"
+        location = {"census_version": census_version}
     try:
-        return _run_with_timeout(opener, timeout, f"opening {where}")
-    except TimeoutError as err:
-        raise ConnectionError(str(err)) from None
-    except Exception as err:  # requests / tiledb errors: report them as unreachable
+        return cellxgene_census.open_soma(**location, tiledb_config=config)
+    except _unreachable_errors() as err:
         raise ConnectionError(f"could not open {where}: {type(err).__name__}: {err}") from err
 
 
@@ -234,7 +227,6 @@ def load_census(
     var_index: str | None = "feature_name",
     census_version: str | None = "stable",
     timeout: float | None = 120.0,
-    query_timeout: float | None = None,
 ) -> AnnData:
     """Load cells of the CELLxGENE Census (selected by dataset id and/or obs filter) into memory.
 
@@ -265,10 +257,8 @@ def load_census(
     census_version
         Census release when ``census_uri`` is ``None``.
     timeout
-        Seconds allowed for opening the Census; ``None`` waits forever.
-    query_timeout
-        Seconds allowed for reading the selected cells; ``None`` (default) waits forever, as
-        large atlases take hours to download.
+        TileDB's connect and per-request timeout in seconds (see :func:`open_census`); the
+        download of a large selection may take hours and is not cut short.
 
     Returns
     -------
@@ -296,21 +286,15 @@ def load_census(
         columns = None
         if obs_columns is not None:
             columns = ["soma_joinid"] + [c for c in obs_columns if c in available]
-        adata = _run_with_timeout(
-            lambda: cellxgene_census.get_anndata(
-                census,
-                organism=organism,
-                measurement_name="RNA",
-                X_name=x_layer,
-                obs_value_filter=value_filter,
-                var_value_filter=var_value_filter,
-                obs_column_names=columns,
-            ),
-            query_timeout,
-            "the Census query",
+        adata = cellxgene_census.get_anndata(
+            census,
+            organism=organism,
+            measurement_name="RNA",
+            X_name=x_layer,
+            obs_value_filter=value_filter,
+            var_value_filter=var_value_filter,
+            obs_column_names=columns,
         )
-    except TimeoutError as err:
-        raise ConnectionError(str(err)) from None
     finally:
         census.close()
     if adata.n_obs == 0:
@@ -439,25 +423,18 @@ def census_datamodule(
             obs_query=tiledbsoma.AxisQuery(value_filter=value_filter),
             var_query=var_query,
         )
-        datamodule = _run_with_timeout(
-            lambda: TileDBDataModule(
-                query,
-                layer_name=x_layer,
-                batch_size=batch_size,
-                shuffle=True,
-                seed=seed,
-                batch_column_names=list(batch_column_names),
-                train_size=float(train_size),
-                split_seed=seed,
-                dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
-                **kwargs,
-            ),
-            timeout,
-            "the Census query",
+        datamodule = TileDBDataModule(
+            query,
+            layer_name=x_layer,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            batch_column_names=list(batch_column_names),
+            train_size=float(train_size),
+            split_seed=seed,
+            dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
+            **kwargs,
         )
-    except TimeoutError as err:
-        census.close()
-        raise ConnectionError(str(err)) from None
     except BaseException:
         census.close()
         raise
