@@ -7,6 +7,8 @@ the "k = 0" setting), maximises it (``-1``, adversarial) or is frozen (``0``, wa
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -77,6 +79,7 @@ class GradientMultiplier(nn.Module):
         return multiply_gradient(x, coefficient)
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class GradientMultiplierSchedule(_ParameterObject):
     """Base class: the gradient coefficient the weight generator receives at each step.
 
@@ -90,8 +93,10 @@ class GradientMultiplierSchedule(_ParameterObject):
         Number of initial steps during which the generator is frozen.
     """
 
+    warmup_steps: int
+
     def __init__(self, warmup_steps: int = 5000):
-        self.warmup_steps = _check_int("warmup_steps", warmup_steps, minimum=0)
+        self._set(warmup_steps=_check_int("warmup_steps", warmup_steps, minimum=0))
 
     def value(self, step: torch.Tensor) -> torch.Tensor:
         """Coefficient after warm-up at ``step`` (a float32 0-d tensor); see subclasses."""
@@ -118,6 +123,7 @@ class GradientMultiplierSchedule(_ParameterObject):
         return torch.where(t < self.warmup_steps, torch.zeros_like(t), self.value(t))
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class ConstantMultiplier(GradientMultiplierSchedule):
     """A constant gradient coefficient after warm-up.
 
@@ -132,14 +138,17 @@ class ConstantMultiplier(GradientMultiplierSchedule):
         Number of initial steps with coefficient ``0`` (generator frozen).
     """
 
+    constant: float
+
     def __init__(self, value: float = 1.0, warmup_steps: int = 5000):
         super().__init__(warmup_steps)
-        self.constant = _check_finite("value", value)
+        self._set(constant=_check_finite("value", value))
 
     def value(self, step: torch.Tensor) -> torch.Tensor:
         return torch.full_like(step, self.constant)
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class LinearMultiplier(GradientMultiplierSchedule):
     """A coefficient moving linearly from ``start`` to ``end`` between two steps.
 
@@ -159,6 +168,11 @@ class LinearMultiplier(GradientMultiplierSchedule):
         ramp while it lasts.
     """
 
+    start: float
+    end: float
+    start_step: int
+    end_step: int
+
     def __init__(
         self,
         start: float = 1.0,
@@ -168,10 +182,12 @@ class LinearMultiplier(GradientMultiplierSchedule):
         warmup_steps: int = 5000,
     ):
         super().__init__(warmup_steps)
-        self.start = _check_finite("start", start)
-        self.end = _check_finite("end", end)
-        self.start_step = _check_int("start_step", start_step, minimum=0)
-        self.end_step = _check_int("end_step", end_step, minimum=0)
+        self._set(
+            start=_check_finite("start", start),
+            end=_check_finite("end", end),
+            start_step=_check_int("start_step", start_step, minimum=0),
+            end_step=_check_int("end_step", end_step, minimum=0),
+        )
         if self.end_step <= self.start_step:
             raise ValueError(
                 f"`end_step` ({self.end_step}) must be larger than `start_step` "

@@ -10,7 +10,7 @@ can keep its step counter on the GPU and never synchronise with the host.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -47,17 +47,12 @@ class RatioDraw(NamedTuple):
 
 
 class _ParameterObject:
-    """Equality, hashing and repr from the instance's parameters (its ``vars``)."""
+    """Base of the schedules, which are frozen dataclasses (equality, hashing and repr from
+    their fields); ``__post_init__`` validates the fields and stores them normalised."""
 
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(vars(self).items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+    def _set(self, **values: object) -> None:
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
 
 
 class RatioSchedule(_ParameterObject):
@@ -130,6 +125,7 @@ class RatioSchedule(_ParameterObject):
         return self
 
 
+@dataclasses.dataclass(frozen=True)
 class FixedRatio(RatioSchedule):
     """A constant masking ratio (standard MAE / MLM).
 
@@ -140,9 +136,10 @@ class FixedRatio(RatioSchedule):
     """
 
     name = "fixed"
+    mask_ratio: float = 0.25
 
-    def __init__(self, mask_ratio: float = 0.25):
-        self.mask_ratio = _check_ratio("mask_ratio", mask_ratio)
+    def __post_init__(self):
+        self._set(mask_ratio=_check_ratio("mask_ratio", self.mask_ratio))
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
@@ -169,9 +166,7 @@ class _LinearCentre(RatioSchedule):
     def with_total_steps(self, total_steps: int) -> RatioSchedule:
         if self.total_steps is not None:
             return self
-        out = copy.copy(self)
-        out.total_steps = _check_steps("total_steps", total_steps)
-        return out
+        return dataclasses.replace(self, total_steps=total_steps)
 
     def _centre(self, step, device) -> torch.Tensor:
         if self.total_steps is None:
@@ -190,6 +185,7 @@ class _LinearCentre(RatioSchedule):
         return self.start + (self.end - self.start) * frac
 
 
+@dataclasses.dataclass(frozen=True)
 class LinearDecayRatio(_LinearCentre):
     """Linearly decaying masking ratio ("dynamic MR").
 
@@ -207,11 +203,16 @@ class LinearDecayRatio(_LinearCentre):
     """
 
     name = "dynamic"
+    start: float = 0.5
+    end: float = 0.1
+    total_steps: int | None = None
 
-    def __init__(self, start: float = 0.5, end: float = 0.1, total_steps: int | None = None):
-        self.start = _check_ratio("start", start)
-        self.end = _check_ratio("end", end)
-        self.total_steps = _check_steps("total_steps", total_steps)
+    def __post_init__(self):
+        self._set(
+            start=_check_ratio("start", self.start),
+            end=_check_ratio("end", self.end),
+            total_steps=_check_steps("total_steps", self.total_steps),
+        )
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
@@ -224,6 +225,7 @@ class LinearDecayRatio(_LinearCentre):
         return (min(self.start, self.end), max(self.start, self.end))
 
 
+@dataclasses.dataclass(frozen=True)
 class UniformRatio(RatioSchedule):
     """R2MAE: a ratio drawn uniformly from ``[p_min, p_max)`` for every draw.
 
@@ -236,10 +238,14 @@ class UniformRatio(RatioSchedule):
     """
 
     name = "r2mae"
+    p_min: float = 0.1
+    p_max: float = 0.5
 
-    def __init__(self, p_min: float = 0.1, p_max: float = 0.5):
-        self.p_min = _check_ratio("p_min", p_min)
-        self.p_max = _check_ratio("p_max", p_max, allow_one=True)
+    def __post_init__(self):
+        self._set(
+            p_min=_check_ratio("p_min", self.p_min),
+            p_max=_check_ratio("p_max", self.p_max, allow_one=True),
+        )
         if self.p_min > self.p_max:
             raise ValueError(
                 f"`p_min` ({self.p_min}) must not exceed `p_max` ({self.p_max}) in the mask range."
@@ -262,18 +268,19 @@ class UniformRatio(RatioSchedule):
         return (self.p_min, self.p_max)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class MDLMRatio(UniformRatio):
     """The training phase of a masked diffusion language model: ratio ~ uniform(0, 1)."""
 
     name = "mdlm"
-
-    def __init__(self):
-        super().__init__(0.0, 1.0)
+    p_min: float = dataclasses.field(default=0.0, init=False)
+    p_max: float = dataclasses.field(default=1.0, init=False)
 
     def __repr__(self) -> str:
         return "MDLMRatio()"
 
 
+@dataclasses.dataclass(frozen=True)
 class UniformDecayRatio(_LinearCentre):
     """R2MAE + dynamic MR: a uniform window whose centre decays linearly.
 
@@ -294,18 +301,18 @@ class UniformDecayRatio(_LinearCentre):
     """
 
     name = "r2mae_dynamic"
+    start: float = 0.5
+    end: float = 0.2
+    half_width: float = 0.1
+    total_steps: int | None = None
 
-    def __init__(
-        self,
-        start: float = 0.5,
-        end: float = 0.2,
-        half_width: float = 0.1,
-        total_steps: int | None = None,
-    ):
-        self.start = _check_ratio("start", start)
-        self.end = _check_ratio("end", end)
-        self.half_width = _check_ratio("half_width", half_width)
-        self.total_steps = _check_steps("total_steps", total_steps)
+    def __post_init__(self):
+        self._set(
+            start=_check_ratio("start", self.start),
+            end=_check_ratio("end", self.end),
+            half_width=_check_ratio("half_width", self.half_width),
+            total_steps=_check_steps("total_steps", self.total_steps),
+        )
         for label, centre in (("start", self.start), ("end", self.end)):
             if centre - self.half_width < 0.0 or centre + self.half_width > 1.0:
                 raise ValueError(
@@ -327,6 +334,7 @@ class UniformDecayRatio(_LinearCentre):
         return (lo - self.half_width, hi + self.half_width)
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class DiscreteRatios(RatioSchedule):
     """Ratios drawn uniformly from a finite set (the curriculum's ratio vector).
 
@@ -341,6 +349,7 @@ class DiscreteRatios(RatioSchedule):
     """
 
     name = "discrete"
+    ratios: tuple[float, ...]
 
     def __init__(self, ratios: Sequence[float] | None = None):
         if ratios is None:
@@ -348,7 +357,7 @@ class DiscreteRatios(RatioSchedule):
         ratios = tuple(ratios) if not isinstance(ratios, torch.Tensor) else tuple(ratios.tolist())
         if len(ratios) == 0:
             raise ValueError("`ratios` must contain at least one masking ratio.")
-        self.ratios = tuple(_check_ratio("ratios", r) for r in ratios)
+        self._set(ratios=tuple(_check_ratio("ratios", r) for r in ratios))
 
     @classmethod
     def spanning(cls, p_min: float, p_max: float, n: int = 10) -> DiscreteRatios:
@@ -381,15 +390,6 @@ class DiscreteRatios(RatioSchedule):
 
     def __getstate__(self) -> dict:
         return {"ratios": self.ratios}
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.ratios == other.ratios
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.ratios))
-
-    def __repr__(self) -> str:
-        return f"DiscreteRatios(ratios={self.ratios!r})"
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         return self.draw(step, n, generator=generator, device=device).ratio
