@@ -1,39 +1,19 @@
 """Data loading and preprocessing for scr2mae."""
 
-from ._census import (
-    CENSUS_OBS_COLUMNS,
-    anndata_batches,
-    census_batches,
-    census_datamodule,
-    datamodule_batches,
-    embed_census,
-    load_census,
-    open_census,
-    parse_age_years,
-    read_cellxgene_h5ad,
-    write_census_standin,
-)
+from . import _census
+from ._census import *  # noqa: F403 (the names of its __all__)
 from ._datasets import pbmc68k_counts
 from ._preprocess import log_normalize, preprocess_counts
 from ._synthetic import synthetic_donor_counts
 
-__all__ = ["pbmc68k_counts"]
-__all__ += [
-    "CENSUS_OBS_COLUMNS",
-    "anndata_batches",
-    "census_batches",
-    "census_datamodule",
-    "datamodule_batches",
-    "embed_census",
-    "load_census",
+__all__ = [
+    *_census.__all__,
     "log_normalize",
-    "open_census",
-    "parse_age_years",
+    "pbmc68k_counts",
     "preprocess_counts",
-    "read_cellxgene_h5ad",
     "synthetic_donor_counts",
-    "write_census_standin",
 ]
+
 _MOVED = {"MaskingStepCallback", "R2MAEDataCollator"}
 
 

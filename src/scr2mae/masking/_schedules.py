@@ -159,6 +159,13 @@ class _LinearCentre(RatioSchedule):
     end: float
     total_steps: int | None
 
+    def __post_init__(self):
+        self._set(
+            start=_check_ratio("start", self.start),
+            end=_check_ratio("end", self.end),
+            total_steps=_check_steps("total_steps", self.total_steps),
+        )
+
     @property
     def needs_total_steps(self) -> bool:
         return self.total_steps is None
@@ -206,13 +213,6 @@ class LinearDecayRatio(_LinearCentre):
     start: float = 0.5
     end: float = 0.1
     total_steps: int | None = None
-
-    def __post_init__(self):
-        self._set(
-            start=_check_ratio("start", self.start),
-            end=_check_ratio("end", self.end),
-            total_steps=_check_steps("total_steps", self.total_steps),
-        )
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
@@ -307,12 +307,8 @@ class UniformDecayRatio(_LinearCentre):
     total_steps: int | None = None
 
     def __post_init__(self):
-        self._set(
-            start=_check_ratio("start", self.start),
-            end=_check_ratio("end", self.end),
-            half_width=_check_ratio("half_width", self.half_width),
-            total_steps=_check_steps("total_steps", self.total_steps),
-        )
+        super().__post_init__()
+        self._set(half_width=_check_ratio("half_width", self.half_width))
         for label, centre in (("start", self.start), ("end", self.end)):
             if centre - self.half_width < 0.0 or centre + self.half_width > 1.0:
                 raise ValueError(

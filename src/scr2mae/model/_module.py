@@ -102,15 +102,13 @@ class R2MAEModule(BaseModuleClass):
             raise ValueError(
                 f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
             )
-        for name, value in (
-            ("n_input", n_input),
-            ("n_hidden", n_hidden),
-            ("n_latent", n_latent),
-            ("n_layers", n_layers),
-            ("n_layers_decoder", n_layers_decoder),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        sizes = dict(n_input=n_input, n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers)
+        sizes["n_layers_decoder"] = n_layers_decoder
+        bad = {
+            k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1
+        }
+        if bad:
+            raise ValueError(f"layer sizes must be integers >= 1, got {bad}.")
         if not 0.0 <= float(dropout_rate) < 1.0:
             raise ValueError(f"`dropout_rate` must lie in [0, 1), got {dropout_rate!r}.")
         self.input_transform = input_transform
