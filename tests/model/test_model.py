@@ -34,6 +34,37 @@ def test_public_entry_point():
     assert isinstance(scr2mae.__version__, str)
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc", "dense"])
+def test_public_methods_on_csr_csc_and_dense(trained, adata, fmt):
+    """Every public method gives the same numbers whatever the storage of the counts."""
+    convert = {"csr": sparse.csr_matrix, "csc": sparse.csc_matrix, "dense": np.asarray}[fmt]
+    counts = adata.layers["counts"]
+    counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
+    other = adata.copy()
+    other.layers["counts"] = convert(counts)
+    for key in [k for k in other.uns if k.startswith("_scvi")]:
+        del other.uns[key]
+    z = trained.get_latent_representation()
+    np.testing.assert_allclose(trained.get_latent_representation(other), z, rtol=1e-5, atol=1e-6)
+    expr = trained.get_normalized_expression(return_numpy=True)
+    np.testing.assert_allclose(
+        trained.get_normalized_expression(other, return_numpy=True), expr, rtol=1e-5, atol=1e-8
+    )
+    score = trained.get_reconstruction_score(mask_ratio=0.3)
+    assert trained.get_reconstruction_score(other, mask_ratio=0.3) == pytest.approx(score)
+    query = R2MAEModel.prepare_query_anndata(other[:, ::-1].copy(), trained)
+    np.testing.assert_allclose(trained.get_latent_representation(query), z, rtol=1e-5, atol=1e-6)
+    # and a model set up and trained on this storage
+    fresh = other.copy()
+    for key in [k for k in fresh.uns if k.startswith("_scvi")]:
+        del fresh.uns[key]
+    R2MAEModel.setup_anndata(fresh, layer="counts", batch_key="batch")
+    model = R2MAEModel(fresh, **SMALL)
+    model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
 def test_default_masking_is_r2mae(adata):
     R2MAEModel.setup_anndata(adata, layer="counts")
     model = R2MAEModel(adata)
@@ -140,6 +171,10 @@ def test_reconstruction_score_improves_with_training():
     untrained.module.eval()
     model = R2MAEModel(adata, **SMALL)
     model.train(max_epochs=40, batch_size=50, enable_progress_bar=False)
+    # the training loss goes down, not only stays finite
+    loss = model.history["train_loss"].to_numpy(dtype=float).ravel()
+    assert loss.size == 40 and np.isfinite(loss).all()
+    assert loss[-5:].mean() < 0.9 * loss[:5].mean()
     scores = model.get_reconstruction_score()
     assert list(scores.index) == [0.1, 0.2, 0.3, 0.5, 0.7]
     assert np.isfinite(scores.to_numpy()).all()
