@@ -20,7 +20,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .._validation import check_count_matrix
+from .._validation import check_count_matrix, check_int
 
 __all__ = [
     "CENSUS_OBS_COLUMNS",
@@ -398,8 +398,7 @@ def census_datamodule(
         isinstance(c, str) for c in batch_column_names
     ):
         raise TypeError("`batch_column_names` must be a sequence of column names.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
+    check_int("batch_size", batch_size, 2)
     if not 0.0 < float(train_size) <= 1.0:
         raise ValueError(f"`train_size` must lie in (0, 1], got {train_size!r}.")
     import tiledbsoma
@@ -501,8 +500,7 @@ def census_batches(datamodule, batch_size: int = 1024, x_layer: str = "raw"):
     An iterator of dictionaries with ``"X"``, ``"batch"``, the data module's other tensors and
     ``"soma_joinid"`` (a long tensor with the cells' ids), in the query's cell order.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
 
     columns = [_SOMA_JOINID, *(datamodule.batch_column_names or [])]
@@ -601,8 +599,7 @@ def anndata_batches(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     if layer is not None and layer not in adata.layers:
         raise ValueError(f"layer {layer!r} not found; available layers: {sorted(adata.layers)}.")
     if "soma_joinid" not in adata.var:

@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._validation import check_count_matrix
+from .._validation import check_count_matrix, check_int
 
 __all__ = ["log_normalize", "preprocess_counts"]
 
@@ -93,11 +93,8 @@ def preprocess_counts(
             f"`counts_layer` {counts_layer!r} is not a layer of `adata` "
             f"(layers: {list(adata.layers)})."
         )
-    for name, value, minimum in (("n_top_genes", n_top_genes, 1), ("min_genes", min_genes, 0)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < minimum
-        ):
-            raise ValueError(f"`{name}` must be an integer >= {minimum} or None, got {value!r}.")
+    check_int("n_top_genes", n_top_genes, 1, allow_none=True)
+    check_int("min_genes", min_genes, 0, allow_none=True)
     check_count_matrix(adata, counts_layer, where="preprocess_counts", allow_empty=True)
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     counts = sparse.csr_matrix(counts) if not sparse.issparse(counts) else counts.tocsr()

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from scipy import sparse
 
+from .._validation import check_int
 from ..masking import exact_count_mask, get_masking
 
 __all__ = [
@@ -100,8 +101,7 @@ def masked_reconstruction_score(
         get_masking("fixed", mask_ratio=r)  # validates the ratio
     if not callable(predict):
         raise TypeError(f"`predict` must be callable, got {type(predict).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     if not target_sum > 0:
         raise ValueError(f"`target_sum` must be positive, got {target_sum!r}.")
     counts = sparse.csr_matrix(counts) if sparse.issparse(counts) else np.asarray(counts)

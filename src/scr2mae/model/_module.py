@@ -11,6 +11,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
 
+from .._validation import check_int
 from ..masking import Curriculum, Masker, RatioSchedule, resolve_masking
 
 __all__ = ["R2MAEModule"]
@@ -104,11 +105,8 @@ class R2MAEModule(BaseModuleClass):
             )
         sizes = dict(n_input=n_input, n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers)
         sizes["n_layers_decoder"] = n_layers_decoder
-        bad = {
-            k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1
-        }
-        if bad:
-            raise ValueError(f"layer sizes must be integers >= 1, got {bad}.")
+        for name, value in sizes.items():
+            check_int(name, value)
         if not 0.0 <= float(dropout_rate) < 1.0:
             raise ValueError(f"`dropout_rate` must lie in [0, 1), got {dropout_rate!r}.")
         self.input_transform = input_transform
