@@ -15,13 +15,13 @@ def _data(shift: float, seed: int = 0):
 
 def test_probe_scores_out_of_fold_predictions():
     X, labels = _data(shift=6.0)
-    separable = cross_validated_probe(X, labels, n_splits=3)
+    separable = cross_validated_probe(X, labels, n_splits=3, Cs=[1.0])
     assert separable.balanced_accuracy == pytest.approx(1.0)
     assert separable.macro_f1 == pytest.approx(1.0)
     np.testing.assert_array_equal(separable.predictions, labels)
-    noise = cross_validated_probe(np.random.default_rng(1).normal(size=(90, 4)), labels)
+    noise = cross_validated_probe(np.random.default_rng(1).normal(size=(90, 4)), labels, Cs=[1.0])
     assert noise.balanced_accuracy < 0.6  # chance is 1/3
-    again = cross_validated_probe(np.random.default_rng(1).normal(size=(90, 4)), labels)
+    again = cross_validated_probe(np.random.default_rng(1).normal(size=(90, 4)), labels, Cs=[1.0])
     np.testing.assert_array_equal(noise.predictions, again.predictions)
 
 
