@@ -43,14 +43,13 @@ def _check_finite(name: str, value: Any) -> float:
     return value
 
 
-def _resolve_device(
-    step: int | torch.Tensor, generator: torch.Generator | None, device
-) -> torch.device:
-    """``device``, else the step tensor's, else the generator's, else CPU."""
+def _resolve_device(like: Any, generator: torch.Generator | None, device) -> torch.device:
+    """``device``, else that of ``like`` (a step or a ratio) if a tensor, else the generator's,
+    else CPU: the one rule for where the masking core puts its results."""
     if device is not None:
         return torch.device(device)
-    if isinstance(step, torch.Tensor):
-        return step.device
+    if isinstance(like, torch.Tensor):
+        return like.device
     if generator is not None:
         return generator.device
     return torch.device("cpu")
