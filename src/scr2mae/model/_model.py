@@ -96,7 +96,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     dropout_rate
         Dropout after each hidden layer.
     mask_strategy
-        Masking-ratio schedule: a name understood by :func:`scr2mae.masking.get_masking`
+        Masking-ratio schedule: a name understood by :func:`scr2mae.masking.resolve_masking`
         (``"r2mae"``, ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``) or a
         :class:`~scr2mae.masking.RatioSchedule`. Step-dependent schedules without
         ``total_steps`` decay over the whole training run. The curriculum strategies of
