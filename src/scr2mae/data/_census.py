@@ -477,7 +477,7 @@ def datamodule_batches(datamodule, which: str = "train"):
 _SOMA_JOINID = "soma_joinid"
 
 
-def census_batches(datamodule, batch_size: int = 1024, x_layer: str = "raw"):
+def census_batches(datamodule, batch_size: int = 1024, x_layer: str | None = None):
     """Every cell of a data module's query, unshuffled, with its ``soma_joinid``.
 
     The inference pass of scvi-tools' Census workflow: one fixed-order read of all cells the
@@ -493,7 +493,7 @@ def census_batches(datamodule, batch_size: int = 1024, x_layer: str = "raw"):
     batch_size
         Cells per mini-batch.
     x_layer
-        X layer with the raw counts.
+        X layer with the raw counts; ``None`` reads the data module's own.
 
     Returns
     -------
@@ -504,6 +504,8 @@ def census_batches(datamodule, batch_size: int = 1024, x_layer: str = "raw"):
     from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
 
     columns = [_SOMA_JOINID, *(datamodule.batch_column_names or [])]
+    if x_layer is None:
+        x_layer = datamodule.dataset_kwargs.get("layer_name", "raw")
     dataset = ExperimentDataset(
         datamodule.query,
         layer_name=x_layer,
@@ -522,7 +524,9 @@ def census_batches(datamodule, batch_size: int = 1024, x_layer: str = "raw"):
     return batches()
 
 
-def embed_census(model, datamodule, batch_size: int = 1024, x_layer: str = "raw") -> pd.DataFrame:
+def embed_census(
+    model, datamodule, batch_size: int = 1024, x_layer: str | None = None
+) -> pd.DataFrame:
     """Latent representation of every cell of a data module's query, indexed by ``soma_joinid``.
 
     A model trained out of core (``R2MAEModel(registry=dm.registry)``) embeds the cells through
@@ -542,7 +546,7 @@ def embed_census(model, datamodule, batch_size: int = 1024, x_layer: str = "raw"
     batch_size
         Cells per forward pass.
     x_layer
-        X layer with the raw counts.
+        X layer with the raw counts; ``None`` reads the data module's own.
 
     Returns
     -------
