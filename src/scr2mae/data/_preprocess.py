@@ -108,17 +108,23 @@ def preprocess_counts(
         keep_genes = stats["highly_variable"].to_numpy(dtype=bool)
         dispersions = stats["dispersions_norm"].to_numpy(dtype=np.float64)
 
-    sub = AnnData(X=counts[:, keep_genes], obs=adata.obs.copy(), var=adata.var[keep_genes].copy())
-    sub.var["dispersions_norm"] = dispersions[keep_genes]
-    sc.pp.filter_cells(sub, min_genes=min_genes or 0)
-    if sub.n_obs == 0:
+    sub = counts[:, keep_genes]
+    # scanpy's filters, without writing their columns over the user's obs/var
+    keep_cells, n_expressed = sc.pp.filter_cells(sub, min_genes=min_genes or 0, inplace=False)
+    if not keep_cells.any():
         raise ValueError(f"no cell expresses at least min_genes={min_genes} of the selected genes.")
-    sub.obs = sub.obs.rename(columns={"n_genes": "n_hvg_expressed"})
+    sub = sub[keep_cells]
     # genes without a single count in the kept cells carry nothing and break count models
-    sc.pp.filter_genes(sub, min_cells=1)
-    sub.var = sub.var.drop(columns="n_cells")
-    sub.var["highly_variable"] = True
-    sub.var = sub.var[[c for c in sub.var if c != "dispersions_norm"] + ["dispersions_norm"]]
-    sub.layers["counts"] = sub.X.copy()
-    sub.X = log_normalize(sub.X, target_sum)
-    return sub
+    nonzero, _ = sc.pp.filter_genes(sub, min_cells=1, inplace=False)
+    gene_pos = np.flatnonzero(keep_genes)[nonzero]
+    sub = sub[:, nonzero]
+    out = AnnData(
+        X=log_normalize(sub, target_sum),
+        obs=adata.obs.loc[keep_cells].copy(),
+        var=adata.var.iloc[gene_pos].copy(),
+    )
+    out.layers["counts"] = sub.copy()
+    out.var["highly_variable"] = True
+    out.var["dispersions_norm"] = dispersions[gene_pos]
+    out.obs["n_hvg_expressed"] = n_expressed[keep_cells]
+    return out
