@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, evaluation, masking, theory
+from . import data, evaluation, integrations, masking, theory
 from .model import R2MAEModel, R2MAEModule
 
 try:
@@ -10,4 +10,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["R2MAEModel", "R2MAEModule", "data", "evaluation", "masking", "theory"]
+__all__ = [
+    "R2MAEModel",
+    "R2MAEModule",
+    "data",
+    "evaluation",
+    "integrations",
+    "masking",
+    "theory",
+]

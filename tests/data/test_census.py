@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from scr2mae.data import census_datamodule, datamodule_batches, load_census, parse_age_years
+from scr2mae.data import (
+    census_datamodule,
+    datamodule_batches,
+    load_census,
+    open_census,
+    parse_age_years,
+)
 
 
 def test_load_by_dataset_id_keeps_counts_and_metadata(local_census, census_adata):
@@ -46,6 +52,37 @@ def test_load_census_rejects_bad_input(local_census):
 def test_unreachable_census_raises_connection_error(tmp_path):
     with pytest.raises(ConnectionError, match=r"could not open|did not answer"):
         load_census(dataset_ids="x", census_uri=str(tmp_path / "missing"), timeout=30)
+
+
+def test_census_timeout_is_the_clients_and_other_errors_pass_through(monkeypatch, tmp_path):
+    import threading
+
+    import cellxgene_census
+
+    calls = []
+
+    def fake_open_soma(**kwargs):
+        calls.append(kwargs)
+        raise KeyError("a bug, not the network")
+
+    monkeypatch.setattr(cellxgene_census, "open_soma", fake_open_soma)
+    threads = threading.active_count()
+    with pytest.raises(KeyError, match="a bug"):
+        open_census(str(tmp_path), timeout=2.5)
+    assert threading.active_count() == threads  # no helper thread left behind
+    config = calls[0]["tiledb_config"]
+    assert config["vfs.s3.connect_timeout_ms"] == "2500"
+    assert config["vfs.s3.request_timeout_ms"] == "2500"
+    with pytest.raises(KeyError):
+        open_census(None, census_version="2025-01-30", timeout=None)
+    assert calls[1]["census_version"] == "2025-01-30" and calls[1]["tiledb_config"] == {}
+
+    def unreachable(**kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(cellxgene_census, "open_soma", unreachable)
+    with pytest.raises(ConnectionError, match=r"could not open.*unreachable"):
+        open_census(None, timeout=1)
 
 
 def test_parse_age_years():
@@ -92,6 +129,27 @@ def test_out_of_core_training_from_soma(local_census):
         assert losses.size == 2 and np.isfinite(losses).all()
         z = model.get_latent_representation(dataloader=datamodule_batches(dm, "val"))
         assert z.shape == (16, 4) and np.isfinite(z).all()
+        # the inference pass: every cell once, in a fixed order, labelled with its soma_joinid
+        from scr2mae.data import anndata_batches, census_batches, embed_census
+
+        batches = list(census_batches(dm, batch_size=32))
+        assert [len(b["soma_joinid"]) for b in batches] == [32, 32, 16]
+        ids = torch.cat([b["soma_joinid"] for b in batches]).numpy()
+        cells = load_census(dataset_ids="ds_lung", census_uri=local_census)
+        cells = cells[np.argsort(cells.obs["soma_joinid"].to_numpy())]
+        np.testing.assert_array_equal(ids, cells.obs["soma_joinid"].to_numpy())
+        x = torch.cat([b["X"] for b in batches]).numpy()
+        np.testing.assert_array_equal(x, cells.layers["counts"].toarray())
+        emb = embed_census(model, dm, batch_size=32)
+        assert emb.shape == (80, 4) and emb.index.name == "soma_joinid"
+        np.testing.assert_array_equal(emb.index.to_numpy(), ids)
+        # each row is its cell's embedding: the same as embedding the cells from memory
+        in_memory = model.get_latent_representation(dataloader=anndata_batches(cells, dm))
+        np.testing.assert_allclose(emb.to_numpy(), in_memory, rtol=1e-5, atol=1e-6)
+        shuffled = cells[np.random.default_rng(0).permutation(cells.n_obs)]
+        again = model.get_latent_representation(dataloader=anndata_batches(shuffled, dm))
+        joined = emb.loc[shuffled.obs["soma_joinid"].to_numpy()].to_numpy()
+        np.testing.assert_allclose(joined, again, rtol=1e-5, atol=1e-6)
         with pytest.raises(ValueError, match="not both"):
             model.get_latent_representation(indices=[0], dataloader=[])
     finally:
@@ -132,7 +190,7 @@ def test_write_census_standin_round_trips_through_load_census(tmp_path, census_a
     assert list(back.var_names) == list(adata.var_names)
     with pytest.raises(FileExistsError):
         write_census_standin(adata, uri)
-    with pytest.raises(ValueError, match="layer 'missing' not found"):
+    with pytest.raises(ValueError, match="layer 'missing' is not in"):
         write_census_standin(adata, tmp_path / "other", counts_layer="missing")
     bad = adata.copy()
     bad.layers["counts"] = bad.X.astype(np.float32) * 0.5

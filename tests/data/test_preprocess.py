@@ -13,6 +13,11 @@ def test_preprocess_matches_scanpy_default_hvg_and_keeps_counts():
     out = preprocess_counts(adata, n_top_genes=50, min_genes=20)
     # the input is untouched
     assert (adata.layers["counts"] != before).nnz == 0 and "highly_variable" not in adata.var
+    # the user's own columns survive, even where scanpy's filters use the same names
+    adata.obs["n_genes"] = "mine"
+    adata.var["n_cells"] = "mine"
+    kept = preprocess_counts(adata, n_top_genes=50, min_genes=20)
+    assert (kept.obs["n_genes"] == "mine").all() and (kept.var["n_cells"] == "mine").all()
     # the genes are scanpy's default (seurat) selection on log1p(cp10k)
     ref = adata.copy()
     sc.pp.normalize_total(ref, target_sum=1e4)
@@ -57,7 +62,7 @@ def test_preprocess_rejects_bad_input():
         preprocess_counts(adata, n_top_genes=0)
     bad = adata.copy()
     bad.layers["counts"] = bad.layers["counts"] * 0.5
-    with pytest.raises(ValueError, match="non-negative integers"):
+    with pytest.raises(ValueError, match="non-integer"):
         preprocess_counts(bad)
     with pytest.raises(TypeError):
         preprocess_counts(adata.X)

@@ -154,3 +154,37 @@ def test_invalid_parameters_raise_value_error_naming_argument(call, match):
 def test_get_masking_rejects_wrong_type():
     with pytest.raises(TypeError):
         get_masking(0.3)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("R2MAE+dynamic", "r2mae_dynamic"),
+        ("r2mae-dynamic-MR", "r2mae_dynamic"),
+        ("MAE", "fixed"),
+        ("R2MAE + CL (k=0)", "r2mae_cl_k0"),
+        ("CL-MAE", "cl"),
+        ("cl k=0", "cl_k0"),
+    ],
+)
+def test_one_normaliser_for_schedules_and_curricula(name, expected):
+    from scr2mae.masking import normalise_strategy_name
+
+    assert normalise_strategy_name(name) == expected
+
+
+def test_resolve_masking_maps_names_to_schedules_or_curricula():
+    from scr2mae.masking import Curriculum, resolve_masking
+
+    assert resolve_masking("uniform", mask_range=(0.2, 0.4)) == UniformRatio(0.2, 0.4)
+    cur = resolve_masking("R2MAE+CL", n_features=7, n_ratios=4)
+    assert isinstance(cur, Curriculum) and cur.n_columns == 4
+    assert resolve_masking(cur) is cur
+    schedule = FixedRatio(0.3)
+    assert resolve_masking(schedule) is schedule
+    with pytest.raises(ValueError, match="unknown masking strategy"):
+        resolve_masking("blocky")
+    with pytest.raises(ValueError, match="do not apply"):
+        resolve_masking("cl_k0", n_features=7, multiplier_end=-1.0)
+    with pytest.raises(ValueError, match="ready-made"):
+        resolve_masking(schedule, mask_ratio=0.2)

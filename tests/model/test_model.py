@@ -34,6 +34,37 @@ def test_public_entry_point():
     assert isinstance(scr2mae.__version__, str)
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc", "dense"])
+def test_public_methods_on_csr_csc_and_dense(trained, adata, fmt):
+    """Every public method gives the same numbers whatever the storage of the counts."""
+    convert = {"csr": sparse.csr_matrix, "csc": sparse.csc_matrix, "dense": np.asarray}[fmt]
+    counts = adata.layers["counts"]
+    counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
+    other = adata.copy()
+    other.layers["counts"] = convert(counts)
+    for key in [k for k in other.uns if k.startswith("_scvi")]:
+        del other.uns[key]
+    z = trained.get_latent_representation()
+    np.testing.assert_allclose(trained.get_latent_representation(other), z, rtol=1e-5, atol=1e-6)
+    expr = trained.get_normalized_expression(return_numpy=True)
+    np.testing.assert_allclose(
+        trained.get_normalized_expression(other, return_numpy=True), expr, rtol=1e-5, atol=1e-8
+    )
+    score = trained.get_reconstruction_score(mask_ratio=0.3)
+    assert trained.get_reconstruction_score(other, mask_ratio=0.3) == pytest.approx(score)
+    query = R2MAEModel.prepare_query_anndata(other[:, ::-1].copy(), trained)
+    np.testing.assert_allclose(trained.get_latent_representation(query), z, rtol=1e-5, atol=1e-6)
+    # and a model set up and trained on this storage
+    fresh = other.copy()
+    for key in [k for k in fresh.uns if k.startswith("_scvi")]:
+        del fresh.uns[key]
+    R2MAEModel.setup_anndata(fresh, layer="counts", batch_key="batch")
+    model = R2MAEModel(fresh, **SMALL)
+    model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
 def test_default_masking_is_r2mae(adata):
     R2MAEModel.setup_anndata(adata, layer="counts")
     model = R2MAEModel(adata)
@@ -140,6 +171,10 @@ def test_reconstruction_score_improves_with_training():
     untrained.module.eval()
     model = R2MAEModel(adata, **SMALL)
     model.train(max_epochs=40, batch_size=50, enable_progress_bar=False)
+    # the training loss goes down, not only stays finite
+    loss = model.history["train_loss"].to_numpy(dtype=float).ravel()
+    assert loss.size == 40 and np.isfinite(loss).all()
+    assert loss[-5:].mean() < 0.9 * loss[:5].mean()
     scores = model.get_reconstruction_score()
     assert list(scores.index) == [0.1, 0.2, 0.3, 0.5, 0.7]
     assert np.isfinite(scores.to_numpy()).all()
@@ -170,6 +205,40 @@ def test_load_with_mismatched_genes_fails(trained, adata, tmp_path):
     shuffled = adata[:, ::-1].copy()
     with pytest.raises(ValueError, match="different order"):
         R2MAEModel.load(tmp_path / "m", adata=shuffled)
+
+
+def test_load_reads_the_file_once_and_uses_backup_url(trained, adata, tmp_path, monkeypatch):
+    """Genes are compared on what the base class read: one read, and backup_url still works."""
+    trained.save(tmp_path / "m", overwrite=True)
+    z = trained.get_latent_representation()
+    reads = []
+    real_load = torch.load
+
+    def counting_load(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    # the folder is empty: scvi-tools fetches model.pt from backup_url before reading it
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "m"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fresh = tmp_path / "fresh"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/model.pt"
+        loaded = R2MAEModel.load(str(fresh), adata=adata, backup_url=url)
+    finally:
+        server.shutdown()
+    assert [p for p in reads if p.endswith("model.pt")] == [str(fresh / "model.pt")]
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, rtol=1e-6, atol=1e-6)
+    reads.clear()
+    with pytest.raises(ValueError, match="genes do not match"):
+        R2MAEModel.load(str(fresh), adata=adata[:, :-1].copy())
+    assert len([p for p in reads if p.endswith("model.pt")]) == 1
 
 
 def test_new_adata_with_other_genes_is_rejected(trained, adata):
@@ -277,7 +346,7 @@ def test_bad_model_arguments_rejected_before_training(adata):
         R2MAEModel(adata, mask_range=(0.5, 0.1))
     with pytest.raises(ValueError, match="n_hidden"):
         R2MAEModel(adata, n_hidden=0)
-    with pytest.raises(ValueError, match="mask_mode"):
+    with pytest.raises(ValueError, match="`mode` must be one of"):
         R2MAEModel(adata, mask_mode="rows")
     model = R2MAEModel(adata, **SMALL)
     with pytest.raises(ValueError, match="max_epochs"):

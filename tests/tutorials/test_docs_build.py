@@ -27,6 +27,7 @@ SUBPACKAGES = (
     "scr2mae.data",
     "scr2mae.evaluation",
     "scr2mae.theory",
+    "scr2mae.integrations.transformers",
 )
 FIGURES = (
     "fig1a_isotropic.png",

@@ -5,10 +5,11 @@
     python benchmarks/general/language/roberta_mlm.py --mode full-medium \\
         --corpus FINEWEB_DIR --tokenizer ROBERTA_TOKENIZER_DIR --glue-dir GLUE   # GPU
 
-Schemes (one masking ratio per mini-batch, drawn by :class:`scr2mae.data.R2MAEDataCollator`,
-the drop-in replacement of ``DataCollatorForLanguageModeling``, with 80/10/10 replacement):
-MLM default (0.15), fixed 0.4, MDLM (U(0, 1)), dynamic (linear decay 0.4 -> 0.15 over training,
-the step supplied by :class:`scr2mae.data.MaskingStepCallback`) and R2MAE (U(0.15, 0.4)).
+Schemes (one masking ratio per mini-batch, drawn by
+:class:`scr2mae.integrations.transformers.R2MAEDataCollator`, the drop-in replacement of
+``DataCollatorForLanguageModeling``, with 80/10/10 replacement): MLM default (0.15), fixed 0.4,
+MDLM (U(0, 1)), dynamic (linear decay 0.4 -> 0.15 over training, the step supplied by
+:class:`scr2mae.integrations.transformers.MaskingStepCallback`) and R2MAE (U(0.15, 0.4)).
 
 Quick mode (everything ships with the machine): the corpus is Python's bundled documentation
 text (``pydoc_data.topics``, ~465k characters, 79 topics) cut into 48-word passages, 15% of
@@ -230,7 +231,7 @@ def pretrain(model, sequences, collator, cfg, seed, device):
     """
     from transformers import TrainerControl, TrainerState
 
-    from scr2mae.data import MaskingStepCallback
+    from scr2mae.integrations.transformers import MaskingStepCallback
 
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
@@ -271,7 +272,7 @@ def pretrain(model, sequences, collator, cfg, seed, device):
 @torch.no_grad()
 def masked_token_accuracy(model, sequences, tokenizer, ratio, device, seed=1234, batch=64):
     """Top-1 accuracy at masked positions, every masked token replaced by ``<mask>``."""
-    from scr2mae.data import R2MAEDataCollator
+    from scr2mae.integrations.transformers import R2MAEDataCollator
 
     collator = R2MAEDataCollator(
         tokenizer,
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     hf_logging.set_verbosity_error()
 
-    from scr2mae.data import R2MAEDataCollator
+    from scr2mae.integrations.transformers import R2MAEDataCollator
 
     downstream = {}
     if full:

@@ -1,48 +1,41 @@
 """Data loading and preprocessing for scr2mae."""
 
-from ._census import (
-    CENSUS_OBS_COLUMNS,
-    anndata_batches,
-    census_datamodule,
-    datamodule_batches,
-    load_census,
-    open_census,
-    parse_age_years,
-    read_cellxgene_h5ad,
-    write_census_standin,
-)
+from . import _census
+from ._census import *  # noqa: F403 (the names of its __all__)
 from ._datasets import pbmc68k_counts
 from ._inmemory import InMemoryDataModule, inference_batches
 from ._ondisk import OnDiskDataModule, read_backed
 from ._preprocess import log_normalize, preprocess_counts
 from ._synthetic import synthetic_donor_counts
 
-__all__ = ["pbmc68k_counts"]
-__all__ += [
-    "CENSUS_OBS_COLUMNS",
+__all__ = [
+    *_census.__all__,
     "InMemoryDataModule",
     "OnDiskDataModule",
-    "anndata_batches",
-    "census_datamodule",
-    "datamodule_batches",
     "inference_batches",
-    "load_census",
     "log_normalize",
-    "open_census",
-    "parse_age_years",
+    "pbmc68k_counts",
     "preprocess_counts",
     "read_backed",
-    "read_cellxgene_h5ad",
     "synthetic_donor_counts",
-    "write_census_standin",
 ]
-__all__ += ["MaskingStepCallback", "R2MAEDataCollator"]
+
+_MOVED = {"MaskingStepCallback", "R2MAEDataCollator"}
 
 
 def __getattr__(name: str):
-    # the transformers collator is imported on first use, keeping `import scr2mae` fast
-    if name in ("MaskingStepCallback", "R2MAEDataCollator"):
-        from . import _collator
+    # moved to scr2mae.integrations.transformers (imported on first use: `import scr2mae`
+    # stays fast and does not need transformers)
+    if name in _MOVED:
+        import warnings
 
-        return getattr(_collator, name)
+        from ..integrations import transformers
+
+        warnings.warn(
+            f"`scr2mae.data.{name}` moved to `scr2mae.integrations.transformers.{name}`; "
+            "the old path will be removed.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(transformers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

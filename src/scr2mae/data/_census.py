@@ -9,21 +9,26 @@ experiment with the same layout goes through exactly the same code as the real C
 
 from __future__ import annotations
 
+import math
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 from scipy import sparse
+
+from .._validation import check_count_matrix, check_int
 
 __all__ = [
     "CENSUS_OBS_COLUMNS",
     "anndata_batches",
+    "census_batches",
     "census_datamodule",
     "datamodule_batches",
+    "embed_census",
     "load_census",
     "open_census",
     "parse_age_years",
@@ -48,29 +53,20 @@ CENSUS_OBS_COLUMNS = (
 _ORGANISMS = {"homo sapiens": "homo_sapiens", "mus musculus": "mus_musculus"}
 
 
-def _run_with_timeout(fn, timeout: float | None, what: str):
-    """Run ``fn()`` in a daemon thread; raise ``TimeoutError`` if it has not returned in time."""
+def _client_config(timeout: float | None) -> dict[str, str]:
+    """TileDB's own S3 timeouts: each connection and each request, not the whole download."""
     if timeout is None:
-        return fn()
-    result: dict[str, Any] = {}
+        return {}
+    ms = str(max(1, math.ceil(timeout * 1000)))
+    return {"vfs.s3.connect_timeout_ms": ms, "vfs.s3.request_timeout_ms": ms}
 
-    def target():
-        try:
-            result["value"] = fn()
-        except BaseException as err:  # re-raised in the caller's thread
-            result["error"] = err
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(
-            f"{what} did not answer within {timeout:g} s; the CELLxGENE Census needs network "
-            "access (or pass `census_uri=` pointing to a local copy)."
-        )
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the Census cannot be reached"; everything else passes through."""
+    import requests  # the release directory lookup of cellxgene_census
+    import tiledbsoma
+
+    return (tiledbsoma.DoesNotExistError, requests.RequestException, OSError)
 
 
 def open_census(
@@ -88,8 +84,10 @@ def open_census(
     census_version
         Release to open when ``census_uri`` is ``None`` (e.g. ``"stable"`` or ``"2025-01-30"``).
     timeout
-        Seconds to wait for the Census to open before raising ``ConnectionError``; ``None``
-        waits forever.
+        Seconds TileDB waits to connect to the Census store and for each request (its
+        ``vfs.s3.connect_timeout_ms`` and ``vfs.s3.request_timeout_ms``), for the open and
+        every read through the returned handle; ``None`` keeps TileDB's defaults. A long
+        download is not cut short as long as data keep arriving.
 
     Returns
     -------
@@ -98,7 +96,8 @@ def open_census(
     Raises
     ------
     ConnectionError
-        When the Census cannot be reached (no network, timeout, missing location).
+        When the Census cannot be reached (no network, timeout, missing location). Other
+        errors are raised unchanged.
     """
     if census_uri is not None and not isinstance(census_uri, str):
         raise TypeError(f"`census_uri` must be a string or None, got {type(census_uri).__name__}.")
@@ -106,17 +105,16 @@ def open_census(
         raise ValueError(f"`timeout` must be positive or None, got {timeout!r}.")
     import cellxgene_census
 
+    config = _client_config(timeout)
     if census_uri is not None:
-        opener = lambda: cellxgene_census.open_soma(uri=census_uri)  # noqa: E731
         where = f"the SOMA collection at {census_uri!r}"
+        location = {"uri": census_uri}
     else:
-        opener = lambda: cellxgene_census.open_soma(census_version=census_version)  # noqa: E731
         where = f"the CELLxGENE Census (release {census_version!r})"
+        location = {"census_version": census_version}
     try:
-        return _run_with_timeout(opener, timeout, f"opening {where}")
-    except TimeoutError as err:
-        raise ConnectionError(str(err)) from None
-    except Exception as err:  # requests / tiledb errors: report them as unreachable
+        return cellxgene_census.open_soma(**location, tiledb_config=config)
+    except _unreachable_errors() as err:
         raise ConnectionError(f"could not open {where}: {type(err).__name__}: {err}") from err
 
 
@@ -194,13 +192,12 @@ def _finalise(adata: AnnData, counts_layer: str, var_index: str | None) -> AnnDa
     """Integer CSR counts in ``counts_layer`` and ``X``, string categories, ``age_years``."""
     X = adata.X
     X = sparse.csr_matrix(X) if not sparse.issparse(X) else X.tocsr()
+    adata.X = X
+    # the Census "raw" layer holds integer counts; anything else was the wrong layer
+    check_count_matrix(
+        adata, None, where="Census X layer (load 'raw')", allow_empty=True, allow_unmeasured=False
+    )
     data = X.data
-    if data.size and (not np.isfinite(data).all() or (data < 0).any()):
-        raise ValueError("the loaded X layer is not a matrix of non-negative counts.")
-    if data.size and not np.array_equal(data, np.rint(data)):
-        raise ValueError(
-            "the loaded X layer is not integer counts; load the raw counts layer ('raw')."
-        )
     counts = X.astype(np.int32 if (not data.size or data.max() < 2**31) else np.int64)
     adata.X = counts.copy()
     adata.layers[counts_layer] = counts
@@ -230,7 +227,6 @@ def load_census(
     var_index: str | None = "feature_name",
     census_version: str | None = "stable",
     timeout: float | None = 120.0,
-    query_timeout: float | None = None,
 ) -> AnnData:
     """Load cells of the CELLxGENE Census (selected by dataset id and/or obs filter) into memory.
 
@@ -261,10 +257,8 @@ def load_census(
     census_version
         Census release when ``census_uri`` is ``None``.
     timeout
-        Seconds allowed for opening the Census; ``None`` waits forever.
-    query_timeout
-        Seconds allowed for reading the selected cells; ``None`` (default) waits forever, as
-        large atlases take hours to download.
+        TileDB's connect and per-request timeout in seconds (see :func:`open_census`); the
+        download of a large selection may take hours and is not cut short.
 
     Returns
     -------
@@ -292,21 +286,15 @@ def load_census(
         columns = None
         if obs_columns is not None:
             columns = ["soma_joinid"] + [c for c in obs_columns if c in available]
-        adata = _run_with_timeout(
-            lambda: cellxgene_census.get_anndata(
-                census,
-                organism=organism,
-                measurement_name="RNA",
-                X_name=x_layer,
-                obs_value_filter=value_filter,
-                var_value_filter=var_value_filter,
-                obs_column_names=columns,
-            ),
-            query_timeout,
-            "the Census query",
+        adata = cellxgene_census.get_anndata(
+            census,
+            organism=organism,
+            measurement_name="RNA",
+            X_name=x_layer,
+            obs_value_filter=value_filter,
+            var_value_filter=var_value_filter,
+            obs_column_names=columns,
         )
-    except TimeoutError as err:
-        raise ConnectionError(str(err)) from None
     finally:
         census.close()
     if adata.n_obs == 0:
@@ -410,8 +398,7 @@ def census_datamodule(
         isinstance(c, str) for c in batch_column_names
     ):
         raise TypeError("`batch_column_names` must be a sequence of column names.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
+    check_int("batch_size", batch_size, 2)
     if not 0.0 < float(train_size) <= 1.0:
         raise ValueError(f"`train_size` must lie in (0, 1], got {train_size!r}.")
     import tiledbsoma
@@ -435,25 +422,18 @@ def census_datamodule(
             obs_query=tiledbsoma.AxisQuery(value_filter=value_filter),
             var_query=var_query,
         )
-        datamodule = _run_with_timeout(
-            lambda: TileDBDataModule(
-                query,
-                layer_name=x_layer,
-                batch_size=batch_size,
-                shuffle=True,
-                seed=seed,
-                batch_column_names=list(batch_column_names),
-                train_size=float(train_size),
-                split_seed=seed,
-                dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
-                **kwargs,
-            ),
-            timeout,
-            "the Census query",
+        datamodule = TileDBDataModule(
+            query,
+            layer_name=x_layer,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            batch_column_names=list(batch_column_names),
+            train_size=float(train_size),
+            split_seed=seed,
+            dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
+            **kwargs,
         )
-    except TimeoutError as err:
-        census.close()
-        raise ConnectionError(str(err)) from None
     except BaseException:
         census.close()
         raise
@@ -465,10 +445,11 @@ def census_datamodule(
 
 
 def datamodule_batches(datamodule, which: str = "train"):
-    """Mini-batches of a ``TileDBDataModule`` as the tensor dictionaries the models read.
+    """Mini-batches of a ``TileDBDataModule``'s training or validation loader.
 
-    Useful to embed streamed cells, e.g.
-    ``model.get_latent_representation(dataloader=datamodule_batches(dm, "val"))``.
+    These are the *shuffled* mini-batches the model trains on, without cell ids: use them to
+    look at training data. To embed cells, use :func:`embed_census` (or
+    :func:`census_batches`), which reads them in a fixed order with their ``soma_joinid``.
 
     Parameters
     ----------
@@ -490,6 +471,98 @@ def datamodule_batches(datamodule, which: str = "train"):
         raise ValueError("the data module has no validation split (train_size=1).")
     for batch in loader:
         yield datamodule.on_before_batch_transfer(batch, 0)
+
+
+#: key of the cell ids in the mini-batches of :func:`census_batches`
+_SOMA_JOINID = "soma_joinid"
+
+
+def census_batches(datamodule, batch_size: int = 1024, x_layer: str | None = None):
+    """Every cell of a data module's query, unshuffled, with its ``soma_joinid``.
+
+    The inference pass of scvi-tools' Census workflow: one fixed-order read of all cells the
+    ``TileDBDataModule`` was built on (training and validation cells alike), encoded as the
+    data module encodes its mini-batches, so a model trained on it can embed them and the
+    embeddings can be joined back to the cells.
+
+    Parameters
+    ----------
+    datamodule
+        The ``TileDBDataModule`` the model was trained with (e.g. from
+        :func:`census_datamodule`).
+    batch_size
+        Cells per mini-batch.
+    x_layer
+        X layer with the raw counts; ``None`` reads the data module's own.
+
+    Returns
+    -------
+    An iterator of dictionaries with ``"X"``, ``"batch"``, the data module's other tensors and
+    ``"soma_joinid"`` (a long tensor with the cells' ids), in the query's cell order.
+    """
+    check_int("batch_size", batch_size)
+    from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
+
+    columns = [_SOMA_JOINID, *(datamodule.batch_column_names or [])]
+    if x_layer is None:
+        x_layer = datamodule.dataset_kwargs.get("layer_name", "raw")
+    dataset = ExperimentDataset(
+        datamodule.query,
+        layer_name=x_layer,
+        obs_column_names=columns,
+        batch_size=batch_size,
+        shuffle=False,
+    )
+
+    def batches():
+        for x, obs in experiment_dataloader(dataset, num_workers=0):
+            ids = torch.as_tensor(obs[_SOMA_JOINID].to_numpy(dtype=np.int64))
+            tensors = datamodule.on_before_batch_transfer((x, obs), 0)
+            tensors[_SOMA_JOINID] = ids
+            yield tensors
+
+    return batches()
+
+
+def embed_census(
+    model, datamodule, batch_size: int = 1024, x_layer: str | None = None
+) -> pd.DataFrame:
+    """Latent representation of every cell of a data module's query, indexed by ``soma_joinid``.
+
+    A model trained out of core (``R2MAEModel(registry=dm.registry)``) embeds the cells through
+    :func:`census_batches`, so each row is labelled with its cell::
+
+        z = embed_census(model, dm)
+        obs = dm.query.obs().concat().to_pandas().set_index("soma_joinid")
+        obs.join(z)
+
+    Parameters
+    ----------
+    model
+        A trained model with ``get_latent_representation(dataloader=...)`` (e.g.
+        :class:`~scr2mae.R2MAEModel`).
+    datamodule
+        The ``TileDBDataModule`` the model was trained with.
+    batch_size
+        Cells per forward pass.
+    x_layer
+        X layer with the raw counts; ``None`` reads the data module's own.
+
+    Returns
+    -------
+    DataFrame with one row per cell (index ``soma_joinid``, in the query's order) and one
+    column per latent dimension.
+    """
+    ids: list[torch.Tensor] = []
+
+    def recording():
+        for tensors in census_batches(datamodule, batch_size, x_layer):
+            ids.append(tensors[_SOMA_JOINID])
+            yield tensors
+
+    z = np.asarray(model.get_latent_representation(dataloader=recording()))
+    index = pd.Index(torch.cat(ids).numpy(), name=_SOMA_JOINID)
+    return pd.DataFrame(z, index=index, columns=[f"latent_{i}" for i in range(z.shape[1])])
 
 
 def anndata_batches(
@@ -530,8 +603,7 @@ def anndata_batches(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     if layer is not None and layer not in adata.layers:
         raise ValueError(f"layer {layer!r} not found; available layers: {sorted(adata.layers)}.")
     if "soma_joinid" not in adata.var:
@@ -610,18 +682,12 @@ def write_census_standin(
     """
     import os
 
-    from ..model._validation import check_count_matrix
-
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     uri = os.fspath(uri)
     if os.path.exists(uri):
         raise FileExistsError(f"{uri!r} already exists; choose a new folder.")
     exp_name = _experiment_name(organism)
-    if counts_layer is not None and counts_layer not in adata.layers:
-        raise ValueError(
-            f"layer {counts_layer!r} not found; available layers: {sorted(adata.layers)}."
-        )
     check_count_matrix(adata, counts_layer, where="write_census_standin", allow_empty=True)
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     import tiledbsoma

@@ -6,11 +6,15 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from .._validation import check_count_matrix, check_int
+
 __all__ = ["log_normalize", "preprocess_counts"]
 
 
 def log_normalize(counts, target_sum: float = 1e4) -> np.ndarray | sparse.csr_matrix:
     """``log1p(counts / library_size × target_sum)`` per cell (zero-count cells stay zero).
+
+    Scanpy's :func:`scanpy.pp.normalize_total` then :func:`scanpy.pp.log1p`, on a matrix.
 
     Parameters
     ----------
@@ -23,19 +27,18 @@ def log_normalize(counts, target_sum: float = 1e4) -> np.ndarray | sparse.csr_ma
     -------
     Float32 array (CSR if the input is sparse).
     """
+    import scanpy as sc
+
     if not target_sum > 0:
         raise ValueError(f"`target_sum` must be positive, got {target_sum!r}.")
     if sparse.issparse(counts):
         X = sparse.csr_matrix(counts, dtype=np.float64)
-        lib = np.asarray(X.sum(1)).ravel()
-        scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-        X = sparse.diags(scale) @ X
-        X.data = np.log1p(X.data)
-        return X.astype(np.float32).tocsr()
-    X = np.asarray(counts, dtype=np.float64)
-    lib = X.sum(1, keepdims=True)
-    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-    return np.log1p(X * scale).astype(np.float32)
+    else:
+        X = np.array(counts, dtype=np.float64)
+    adata = AnnData(X=X)
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    return adata.X.astype(np.float32)
 
 
 def preprocess_counts(
@@ -90,21 +93,11 @@ def preprocess_counts(
             f"`counts_layer` {counts_layer!r} is not a layer of `adata` "
             f"(layers: {list(adata.layers)})."
         )
-    if n_top_genes is not None and (
-        isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int) or n_top_genes < 1
-    ):
-        raise ValueError(f"`n_top_genes` must be a positive integer or None, got {n_top_genes!r}.")
-    if min_genes is not None and (
-        isinstance(min_genes, bool) or not isinstance(min_genes, int) or min_genes < 0
-    ):
-        raise ValueError(f"`min_genes` must be a non-negative integer or None, got {min_genes!r}.")
+    check_int("n_top_genes", n_top_genes, 1, allow_none=True)
+    check_int("min_genes", min_genes, 0, allow_none=True)
+    check_count_matrix(adata, counts_layer, where="preprocess_counts", allow_empty=True)
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     counts = sparse.csr_matrix(counts) if not sparse.issparse(counts) else counts.tocsr()
-    data = counts.data
-    if data.size and (
-        not np.isfinite(data).all() or (data < 0).any() or not np.array_equal(data, np.rint(data))
-    ):
-        raise ValueError("the counts must be non-negative integers (raw counts, not normalised).")
 
     lognorm = AnnData(X=log_normalize(counts, target_sum), var=adata.var[[]].copy())
     if n_top_genes is None or n_top_genes >= adata.n_vars:
@@ -116,14 +109,13 @@ def preprocess_counts(
         dispersions = stats["dispersions_norm"].to_numpy(dtype=np.float64)
 
     sub = counts[:, keep_genes]
-    n_expressed = np.asarray((sub > 0).sum(1)).ravel()
-    keep_cells = n_expressed >= (min_genes or 0)
+    # scanpy's filters, without writing their columns over the user's obs/var
+    keep_cells, n_expressed = sc.pp.filter_cells(sub, min_genes=min_genes or 0, inplace=False)
     if not keep_cells.any():
         raise ValueError(f"no cell expresses at least min_genes={min_genes} of the selected genes.")
-
     sub = sub[keep_cells]
     # genes without a single count in the kept cells carry nothing and break count models
-    nonzero = np.asarray((sub > 0).sum(0)).ravel() > 0
+    nonzero, _ = sc.pp.filter_genes(sub, min_cells=1, inplace=False)
     gene_pos = np.flatnonzero(keep_genes)[nonzero]
     sub = sub[:, nonzero]
     out = AnnData(

@@ -7,6 +7,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._validation import check_int
+
 __all__ = ["synthetic_donor_counts"]
 
 
@@ -72,8 +74,7 @@ def synthetic_donor_counts(
         ("n_genes", n_genes, 20),
         ("n_cell_types", n_cell_types, 2),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        check_int(name, value, minimum)
     for name, value in (
         ("age_effect", age_effect),
         ("disease_effect", disease_effect),

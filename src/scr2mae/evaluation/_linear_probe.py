@@ -15,6 +15,8 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .._validation import check_int
+
 __all__ = [
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
@@ -120,8 +122,7 @@ def cap_cells_per_donor(donors, max_cells: int | None, seed: int = 0) -> np.ndar
     donors = np.asarray(donors).astype(str)
     if max_cells is None:
         return np.arange(donors.size)
-    if isinstance(max_cells, bool) or not isinstance(max_cells, int | np.integer) or max_cells < 1:
-        raise ValueError(f"`max_cells` must be a positive integer or None, got {max_cells!r}.")
+    check_int("max_cells", max_cells)
     rng = np.random.default_rng(seed)
     keep = []
     for donor in np.unique(donors):
@@ -277,8 +278,7 @@ def linear_probe(
         )
     if not np.isfinite(X).all():
         raise ValueError("`X` contains NaN or infinite values.")
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-        raise ValueError(f"`n_folds` must be an integer >= 2, got {n_folds!r}.")
+    check_int("n_folds", n_folds, 2)
     if task == "classification":
         present = np.array([v is not None and not pd.isna(v) and str(v) != "" for v in target])
         target = np.where(present, target, "").astype(str)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -81,19 +81,15 @@ def cross_validated_probe(
             f"every class needs at least n_splits={n_splits} samples; smallest has {counts.min()}."
         )
     Cs = np.logspace(-2, 1, 4) if Cs is None else np.asarray(Cs)
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        {"logisticregression__C": Cs},
+        scoring="balanced_accuracy",
+        cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=seed),
+        n_jobs=n_jobs,
+    )
     outer = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    pred = np.empty(labels.shape, dtype=labels.dtype)
-    for train, test in outer.split(X, labels):
-        pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        search = GridSearchCV(
-            pipe,
-            {"logisticregression__C": Cs},
-            scoring="balanced_accuracy",
-            cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=seed),
-            n_jobs=n_jobs,
-        )
-        search.fit(X[train], labels[train])
-        pred[test] = search.predict(X[test])
+    pred = cross_val_predict(search, X, labels, cv=outer)
     return ProbeResult(
         balanced_accuracy=float(balanced_accuracy_score(labels, pred)),
         macro_f1=float(f1_score(labels, pred, average="macro")),

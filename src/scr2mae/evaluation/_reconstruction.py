@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from scipy import sparse
 
+from .._validation import check_int
 from ..masking import exact_count_mask, get_masking
 
 __all__ = [
@@ -57,14 +58,19 @@ def masked_reconstruction_score(
     the Pearson correlation, over the hidden genes, between ``log1p(prediction normalised to
     target_sum)`` and ``log1p(counts / library × target_sum)`` of the full counts, averaged over
     cells (cells where it is undefined are left out). The masks depend only on ``seed``,
-    ``batch_size`` and the data, so every model is scored on the same masks; with the default
-    ``batch_size`` (scvi-tools' 128) this reproduces
-    :meth:`scr2mae.R2MAEModel.get_reconstruction_score`.
+    ``batch_size`` and the data, so every model is scored on the same masks.
+    :meth:`scr2mae.R2MAEModel.get_reconstruction_score` is this function with
+    :func:`r2mae_predictor`.
+
+    NaN counts mark genes a cell's assay did not measure (see
+    :meth:`scr2mae.R2MAEModel.prepare_query_anndata`): they are handed to ``predict`` as
+    zeros, are never scored, and both prediction and observation are normalised over each
+    cell's measured genes only.
 
     Parameters
     ----------
     counts
-        ``(cells, genes)`` raw counts, dense or sparse.
+        ``(cells, genes)`` raw counts, dense or sparse; NaN = not measured.
     predict
         ``predict(masked_counts, mask, rows)`` → ``(len(rows), genes)`` non-negative expected
         expression at any per-cell scale (it is normalised to proportions); ``masked_counts``
@@ -95,8 +101,7 @@ def masked_reconstruction_score(
         get_masking("fixed", mask_ratio=r)  # validates the ratio
     if not callable(predict):
         raise TypeError(f"`predict` must be callable, got {type(predict).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     if not target_sum > 0:
         raise ValueError(f"`target_sum` must be positive, got {target_sum!r}.")
     counts = sparse.csr_matrix(counts) if sparse.issparse(counts) else np.asarray(counts)
@@ -112,6 +117,8 @@ def masked_reconstruction_score(
             block = counts[rows]
             block = block.toarray() if sparse.issparse(block) else block
             x = torch.as_tensor(np.asarray(block, dtype=np.float32))
+            measured = ~torch.isnan(x)
+            x = torch.nan_to_num(x, nan=0.0)
             mask = exact_count_mask(x.shape[0], n_genes, r, generator=gen)
             with torch.inference_mode():
                 out = predict(x.masked_fill(mask, 0.0), mask, rows)
@@ -120,10 +127,11 @@ def masked_reconstruction_score(
                 raise ValueError(
                     f"`predict` returned shape {tuple(out.shape)}, expected {tuple(x.shape)}."
                 )
+            out = out * measured  # proportions over the measured genes
             pred = torch.log1p(out / out.sum(1, keepdim=True).clamp_min(1e-30) * target_sum)
             xd = x.to(torch.float64)
             true = torch.log1p(xd / xd.sum(1, keepdim=True).clamp_min(1.0) * target_sum)
-            values.append(_rows_pearson(pred, true, mask))
+            values.append(_rows_pearson(pred, true, mask & measured))
         per_ratio[r] = torch.cat(values).numpy()
     if return_per_cell:
         return pd.DataFrame(per_ratio).rename_axis(columns="mask_ratio")
@@ -137,7 +145,8 @@ def masked_reconstruction_score(
 
 
 def _registered(model, adata, key):
-    manager = model.get_anndata_manager(adata, required=True)
+    # public scvi-tools API: the AnnData must have been set up for this model
+    manager = model.get_anndata_manager(adata if adata is not None else model.adata, required=True)
     if key not in manager.data_registry:
         return None
     value = manager.get_from_registry(key)
@@ -147,10 +156,14 @@ def _registered(model, adata, key):
     return value
 
 
+def _check_trained(model) -> None:
+    if not model.is_trained:
+        raise RuntimeError(f"the {type(model).__name__} is not trained; call `train()` first.")
+
+
 def _covariate_tensors(model, adata, indices):
     from scvi import REGISTRY_KEYS
 
-    adata = model._validate_anndata(adata)
     idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
     out = {}
     for key in (
@@ -180,16 +193,17 @@ def r2mae_predictor(model, adata=None, indices=None) -> Predictor:
     model
         Trained ``R2MAEModel``.
     adata
-        AnnData the counts come from (defaults to the model's); its registered covariates
-        are used.
+        AnnData the counts come from, set up for ``model`` (defaults to the model's); its
+        registered covariates are used. NaN counts (unmeasured genes of a
+        :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` result) stay hidden.
     indices
         Cells of ``adata`` that the scored ``counts`` rows are (in order); defaults to all.
     """
     from scvi import REGISTRY_KEYS
 
-    model._check_if_trained(warn=False)
+    _check_trained(model)
     covs = _covariate_tensors(model, adata, indices)
-    full = _registered(model, model._validate_anndata(adata), REGISTRY_KEYS.X_KEY)
+    full = _registered(model, adata, REGISTRY_KEYS.X_KEY)
     full = full[np.arange(full.shape[0]) if indices is None else np.asarray(indices)]
     module = model.module
 
@@ -197,8 +211,9 @@ def r2mae_predictor(model, adata=None, indices=None) -> Predictor:
         module.eval()
         block = full[rows]
         block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-        x_full = torch.as_tensor(np.asarray(block, dtype=np.float32))
-        if x_full.shape != x_masked.shape or bool((x_full.masked_fill(mask, 0) != x_masked).any()):
+        x_full = torch.as_tensor(np.asarray(block, dtype=np.float32))  # NaN = not measured
+        seen = torch.nan_to_num(x_full, nan=0.0).masked_fill(mask, 0)
+        if x_full.shape != x_masked.shape or bool((seen != x_masked).any()):
             raise ValueError(
                 "the scored counts are not the counts registered for `adata`/`indices`."
             )
@@ -230,7 +245,7 @@ def scvi_predictor(model, adata=None, indices=None) -> Predictor:
     """
     from scvi import REGISTRY_KEYS
 
-    model._check_if_trained(warn=False)
+    _check_trained(model)
     covs = _covariate_tensors(model, adata, indices)
     module = model.module
     device = model.device
@@ -245,7 +260,7 @@ def scvi_predictor(model, adata=None, indices=None) -> Predictor:
         cat = covs.get(REGISTRY_KEYS.CAT_COVS_KEY)
         cont = cont[rows].to(device) if cont is not None else None
         cat = cat[rows].to(device) if cat is not None else None
-        inf = module._regular_inference(x_masked.to(device), batch_index, cont, cat)
+        inf = module.inference(x_masked.to(device), batch_index, cont_covs=cont, cat_covs=cat)
         gen = module.generative(
             z=inf["qz"].loc,
             library=inf["library"],

@@ -7,20 +7,7 @@ learns Sinkhorn-balanced loss weights per masking ratio. Pure torch and
 device-agnostic; this package imports nothing from the rest of scr2mae.
 """
 
-from ._curriculum import (
-    CURRICULUM_STRATEGIES,
-    ConstantMultiplier,
-    Curriculum,
-    CurriculumLoss,
-    CurriculumWeightGenerator,
-    GradientMultiplier,
-    GradientMultiplierSchedule,
-    LinearMultiplier,
-    feature_statistics,
-    get_curriculum,
-    multiply_gradient,
-    sinkhorn,
-)
+from ._curriculum import CURRICULUM_STRATEGIES, Curriculum, CurriculumLoss, get_curriculum
 from ._masks import (
     MaskDraw,
     Masker,
@@ -29,7 +16,19 @@ from ._masks import (
     exact_count_mask,
     ratio_to_count,
 )
-from ._registry import MASKING_STRATEGIES, get_masking
+from ._multipliers import (
+    ConstantMultiplier,
+    GradientMultiplier,
+    GradientMultiplierSchedule,
+    LinearMultiplier,
+    multiply_gradient,
+)
+from ._registry import (
+    MASKING_STRATEGIES,
+    get_masking,
+    normalise_strategy_name,
+    resolve_masking,
+)
 from ._schedules import (
     DiscreteRatios,
     FixedRatio,
@@ -40,6 +39,8 @@ from ._schedules import (
     UniformDecayRatio,
     UniformRatio,
 )
+from ._sinkhorn import sinkhorn
+from ._weight_generator import CurriculumWeightGenerator, feature_statistics
 
 __all__ = [
     "CURRICULUM_STRATEGIES",
@@ -68,6 +69,8 @@ __all__ = [
     "get_curriculum",
     "get_masking",
     "multiply_gradient",
+    "normalise_strategy_name",
     "ratio_to_count",
+    "resolve_masking",
     "sinkhorn",
 ]

@@ -16,576 +16,23 @@ be a Python ``int`` or a 0-d tensor living on the device.
 
 from __future__ import annotations
 
-import itertools
-import math
-import re
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ._schedules import DiscreteRatios, RatioDraw, _check_ratio, _ParameterObject
-
-__all__ = [
-    "CURRICULUM_STRATEGIES",
-    "ConstantMultiplier",
-    "Curriculum",
-    "CurriculumLoss",
-    "CurriculumWeightGenerator",
-    "GradientMultiplier",
-    "GradientMultiplierSchedule",
-    "LinearMultiplier",
-    "feature_statistics",
-    "get_curriculum",
-    "multiply_gradient",
-    "sinkhorn",
-]
-
-#: default number of Sinkhorn iterations: on random positive inputs of shapes up to (5000, 10)
-#: (log-normal entries spanning ~five orders of magnitude, or saturated sigmoids + 1e-9) 20
-#: iterations bring every row and column mean to one within 1e-6 (float32 round-off level).
-DEFAULT_SINKHORN_ITERS = 20
-
-InputKind = Literal["counts", "features"]
-CountTransform = Literal["log1p_cp10k", "log1p", "none"]
-_INPUT_KINDS = ("counts", "features")
-_COUNT_TRANSFORMS = ("log1p_cp10k", "log1p", "none")
-
-
-# --------------------------------------------------------------------------------------------
-# Sinkhorn
-# --------------------------------------------------------------------------------------------
-
-
-def _check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be at least {minimum}, got {value}.")
-    return int(value)
-
-
-def sinkhorn(
-    matrix: torch.Tensor,
-    n_iters: int = DEFAULT_SINKHORN_ITERS,
-    *,
-    log_input: bool = False,
-) -> torch.Tensor:
-    """Scale a positive ``(..., G, K)`` matrix so that rows sum to ``K`` and columns to ``G``.
-
-    This is the non-square Sinkhorn operator of appendix A.3 (eq. 9, mass conservation): the
-    result ``W`` satisfies ``W.sum(-1) == K`` and ``W.sum(-2) == G``, so each column has mean
-    one over the ``G`` features and each row has mean one over the ``K`` columns. Row and column
-    normalisations alternate in the log domain (``logsumexp``), which stays finite for entries
-    spanning many orders of magnitude, and the operator is differentiable (the iterations are
-    unrolled and autograd flows through them).
-
-    The iterations end with a column normalisation, so the column constraint (the one that
-    keeps the loss weights at mean one) holds to round-off for any number of iterations; the
-    row constraint holds to the convergence of the iterations.
-
-    Parameters
-    ----------
-    matrix
-        Floating tensor of shape ``(..., G, K)``: strictly positive entries, or their
-        logarithms when ``log_input=True``. Leading dimensions are batch dimensions; each
-        ``(G, K)`` slice is scaled independently. Entries are not checked (that would need a
-        host synchronisation): zeros or negatives give ``-inf``/NaN.
-    n_iters
-        Number of (row, column) normalisation rounds. The default,
-        ``DEFAULT_SINKHORN_ITERS = 20``, brings both margins to within 1e-6 of their targets
-        (relative) for typical inputs; fewer iterations are cheaper but leave the row sums
-        looser. The paper uses "a few".
-    log_input
-        Whether ``matrix`` already holds logarithms of the positive entries (avoids a
-        ``log`` of values that would underflow, e.g. ``logsigmoid`` outputs).
-
-    Returns
-    -------
-    Positive tensor with the shape and dtype of ``matrix``.
-
-    Notes
-    -----
-    With ``K = 1`` the row constraint forces every entry to one; with ``G = 1`` likewise.
-    :class:`CurriculumWeightGenerator` therefore only imposes the column (mean-one) constraint
-    when it has a single column.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from scr2mae.masking import sinkhorn
-    >>> w = sinkhorn(torch.rand(100, 4) + 0.1)
-    >>> torch.allclose(w.sum(-1), torch.full((100,), 4.0), atol=1e-4)
-    True
-    >>> torch.allclose(w.sum(-2), torch.full((4,), 100.0), atol=1e-3)
-    True
-    """
-    if not isinstance(matrix, torch.Tensor):
-        raise TypeError(f"`matrix` must be a torch.Tensor, got {type(matrix).__name__}.")
-    if not matrix.is_floating_point():
-        raise TypeError(f"`matrix` must be a floating-point tensor, got dtype {matrix.dtype}.")
-    if matrix.dim() < 2:
-        raise ValueError(
-            f"`matrix` must have shape (..., G, K) with at least 2 dimensions, "
-            f"got shape {tuple(matrix.shape)}."
-        )
-    n_iters = _check_positive_int("n_iters", n_iters)
-    n_rows, n_cols = matrix.shape[-2], matrix.shape[-1]
-    if n_rows == 0 or n_cols == 0:
-        raise ValueError(f"`matrix` must have G >= 1 and K >= 1, got shape {tuple(matrix.shape)}.")
-    log_w = matrix if log_input else torch.log(matrix)
-    log_row_target = math.log(n_cols)  # every row sums to K
-    log_col_target = math.log(n_rows)  # every column sums to G
-    for _ in range(n_iters):
-        log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True) + log_row_target
-        log_w = log_w - torch.logsumexp(log_w, dim=-2, keepdim=True) + log_col_target
-    return torch.exp(log_w)
-
-
-def _normalise_columns_log(log_w: torch.Tensor) -> torch.Tensor:
-    """Scale each column of ``exp(log_w)`` to mean one over the rows (the ``K = 1`` case)."""
-    return torch.exp(
-        log_w - torch.logsumexp(log_w, dim=-2, keepdim=True) + math.log(log_w.shape[-2])
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Gradient multiplier
-# --------------------------------------------------------------------------------------------
-
-
-class _MultiplyGradient(torch.autograd.Function):
-    """Identity forward; backward multiplies the incoming gradient by a tensor coefficient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(coefficient)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        (coefficient,) = ctx.saved_tensors
-        return grad_output * coefficient.to(dtype=grad_output.dtype), None
-
-
-def multiply_gradient(x: torch.Tensor, coefficient: float | torch.Tensor) -> torch.Tensor:
-    """Identity in the forward pass; multiplies the gradient by ``coefficient`` in the backward.
-
-    A coefficient of ``-1`` is a gradient-reversal layer (what receives the gradient maximises
-    the loss), ``+1`` leaves it unchanged and ``0`` blocks it.
-
-    Parameters
-    ----------
-    x
-        Any tensor.
-    coefficient
-        A number or a 0-d tensor (possibly on an accelerator, possibly computed from a
-        device-resident step counter). It is treated as a constant: no gradient flows into it.
-
-    Returns
-    -------
-    A tensor equal to ``x``.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}.")
-    if isinstance(coefficient, torch.Tensor):
-        c = coefficient.detach().to(device=x.device)
-    else:  # a fill kernel, not a host-to-device copy (which could synchronise)
-        c = torch.full((), float(coefficient), device=x.device)
-    if c.dim() != 0:
-        raise ValueError(
-            f"`coefficient` must be a scalar (0-d tensor), got shape {tuple(c.shape)}."
-        )
-    if not c.is_floating_point():
-        c = c.to(torch.float32)
-    return _MultiplyGradient.apply(x, c)
-
-
-class GradientMultiplier(nn.Module):
-    """Layer form of :func:`multiply_gradient`: ``forward(x, coefficient)`` returns ``x``."""
-
-    def forward(self, x: torch.Tensor, coefficient: float | torch.Tensor) -> torch.Tensor:
-        """Return ``x``; its gradient is multiplied by ``coefficient`` on the way back."""
-        return multiply_gradient(x, coefficient)
-
-
-def _step_tensor(step: int | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
-    if isinstance(step, torch.Tensor):
-        if step.dim() != 0:
-            raise ValueError(
-                f"`step` must be a scalar (0-d tensor), got shape {tuple(step.shape)}."
-            )
-        return step.to(device=device if device is not None else step.device, dtype=torch.float32)
-    if isinstance(step, bool) or not isinstance(step, int | float):
-        raise TypeError(f"`step` must be an int or a 0-d tensor, got {type(step).__name__}.")
-    # a fill kernel, not a host-to-device copy (which could synchronise on an accelerator)
-    return torch.full((), float(step), device=device, dtype=torch.float32)
-
-
-class GradientMultiplierSchedule(_ParameterObject):
-    """Base class: the gradient coefficient the weight generator receives at each step.
-
-    During the first ``warmup_steps`` steps the coefficient is ``0`` (the generator is frozen,
-    appendices C.7/C.8: "fixed for 5000 initial training steps"); afterwards it is
-    :meth:`value`. Subclasses implement :meth:`value`.
-
-    Parameters
-    ----------
-    warmup_steps
-        Number of initial steps during which the generator is frozen.
-    """
-
-    def __init__(self, warmup_steps: int = 5000):
-        self.warmup_steps = _check_positive_int("warmup_steps", warmup_steps, minimum=0)
-
-    def value(self, step: torch.Tensor) -> torch.Tensor:
-        """Coefficient after warm-up at ``step`` (a float32 0-d tensor); see subclasses."""
-        raise NotImplementedError
-
-    def __call__(
-        self, step: int | torch.Tensor, *, device: str | torch.device | None = None
-    ) -> torch.Tensor:
-        """Coefficient at ``step``: ``0`` during warm-up, else :meth:`value`.
-
-        Parameters
-        ----------
-        step
-            Optimisation step, a Python ``int`` or a 0-d tensor (e.g. a device-resident
-            counter); no host synchronisation happens.
-        device
-            Device of the result; defaults to ``step``'s device (CPU for an ``int``).
-
-        Returns
-        -------
-        Float32 0-d tensor.
-        """
-        t = _step_tensor(step, device)
-        return torch.where(t < self.warmup_steps, torch.zeros_like(t), self.value(t))
-
-    def is_frozen(self, step: int) -> bool:
-        """Whether the generator is frozen (in warm-up) at host-side step ``step``."""
-        if isinstance(step, torch.Tensor) or isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(
-                "`step` must be a Python int here (deciding on the host whether to freeze "
-                f"parameters); got {type(step).__name__}. Pass e.g. Lightning's "
-                "`self.global_step`."
-            )
-        return step < self.warmup_steps
-
-
-class ConstantMultiplier(GradientMultiplierSchedule):
-    """A constant gradient coefficient after warm-up.
-
-    The default ``+1`` is the paper's "k = 0" setting: the generator follows the gradient of the
-    loss, i.e. *minimises* it, and learns an easy mask (appendix A.3).
-
-    Parameters
-    ----------
-    value
-        The coefficient.
-    warmup_steps
-        Number of initial steps with coefficient ``0`` (generator frozen).
-    """
-
-    def __init__(self, value: float = 1.0, warmup_steps: int = 5000):
-        super().__init__(warmup_steps)
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"`value` must be a finite number, got {value}.")
-        self.constant = value
-
-    def value(self, step: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(step, self.constant)
-
-
-class LinearMultiplier(GradientMultiplierSchedule):
-    """A coefficient moving linearly from ``start`` to ``end`` between two steps.
-
-    Before ``start_step`` it is ``start``, after ``end_step`` it is ``end``. The defaults
-    (``+1 → -1`` from step 30000 to 120000) are the single-cell R2MAE + CL setting of appendix
-    C.8: easy-to-hard, adversarial at the end. (C.7, DNA, decays over the whole training:
-    ``start_step=0, end_step=total_steps``.)
-
-    Parameters
-    ----------
-    start, end
-        Coefficients at the two ends.
-    start_step, end_step
-        Steps where the linear ramp begins and ends (``end_step > start_step >= 0``).
-    warmup_steps
-        Number of initial steps with coefficient ``0`` (generator frozen); this overrides the
-        ramp while it lasts.
-    """
-
-    def __init__(
-        self,
-        start: float = 1.0,
-        end: float = -1.0,
-        start_step: int = 30000,
-        end_step: int = 120000,
-        warmup_steps: int = 5000,
-    ):
-        super().__init__(warmup_steps)
-        self.start = float(start)
-        self.end = float(end)
-        for name, v in (("start", self.start), ("end", self.end)):
-            if not math.isfinite(v):
-                raise ValueError(f"`{name}` must be a finite number, got {v}.")
-        self.start_step = _check_positive_int("start_step", start_step, minimum=0)
-        self.end_step = _check_positive_int("end_step", end_step, minimum=0)
-        if self.end_step <= self.start_step:
-            raise ValueError(
-                f"`end_step` ({self.end_step}) must be larger than `start_step` "
-                f"({self.start_step})."
-            )
-
-    def value(self, step: torch.Tensor) -> torch.Tensor:
-        frac = torch.clamp((step - self.start_step) / (self.end_step - self.start_step), 0.0, 1.0)
-        return self.start + (self.end - self.start) * frac
-
-
-# --------------------------------------------------------------------------------------------
-# Weight generator
-# --------------------------------------------------------------------------------------------
-
-
-def feature_statistics(
-    x: torch.Tensor,
-    *,
-    transform: CountTransform = "log1p_cp10k",
-    standardise: bool = True,
-) -> torch.Tensor:
-    """Per-feature statistics of a mini-batch: the generator's view of uncorrupted counts.
-
-    For every column (gene) of ``x`` it returns three numbers computed across the rows (cells):
-    the mean and the standard deviation of the transformed values, and the fraction of rows
-    where the raw value is non-zero.
-
-    Parameters
-    ----------
-    x
-        Tensor of shape ``(B, G)`` (non-negative counts for the count transforms).
-    transform
-        ``"log1p_cp10k"`` (scale each row to a total of 1e4, then ``log1p``; rows summing to
-        zero stay zero), ``"log1p"`` or ``"none"``.
-    standardise
-        Whether to z-score each statistic across the ``G`` features, so the generator's input
-        does not depend on the data set's depth.
-
-    Returns
-    -------
-    Float tensor of shape ``(G, 3)``, detached from ``x``'s graph.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}.")
-    if x.dim() != 2:
-        raise ValueError(f"`x` must have shape (B, G), got shape {tuple(x.shape)}.")
-    if transform not in _COUNT_TRANSFORMS:
-        raise ValueError(f"`transform` must be one of {_COUNT_TRANSFORMS}, got {transform!r}.")
-    x = x.detach()
-    xf = x.float() if not x.is_floating_point() else x
-    if transform == "log1p_cp10k":
-        libsize = xf.sum(dim=1, keepdim=True).clamp_min(torch.finfo(xf.dtype).tiny)
-        values = torch.log1p(xf * (1e4 / libsize))
-    elif transform == "log1p":
-        values = torch.log1p(xf)
-    else:
-        values = xf
-    mean = values.mean(dim=0)
-    std = values.std(dim=0, unbiased=False)
-    expressed = (x != 0).to(values.dtype).mean(dim=0)
-    stats = torch.stack((mean, std, expressed), dim=-1)
-    if standardise:
-        centre = stats.mean(dim=0, keepdim=True)
-        scale = stats.std(dim=0, unbiased=False, keepdim=True)
-        stats = (stats - centre) / (scale + 1e-6)
-    return stats
-
-
-class CurriculumWeightGenerator(nn.Module):
-    """MLP + Sinkhorn producing the curriculum weight matrix ``W`` (appendix A.3).
-
-    Each feature (gene, token) is one row: a shared MLP (ReLU hidden layers, then a "row-wise
-    projection" to ``K`` outputs) maps its input vector to ``K`` scores, made strictly positive
-    by ``sigmoid + positive_offset``; the Sinkhorn operator then imposes eq. 9 (rows sum to
-    ``K``, columns to ``G``). With ``K = 1`` only the column constraint (mean one) is applied,
-    because eq. 9 would force ``W = 1``: the standalone CL-MAE weights of A.3 are "constrained to
-    have a mean of one".
-
-    **How the ``G × K`` matrix is formed from a ``(B, G)`` count mini-batch** (``input_kind=
-    "counts"``, the single-cell front, C.8). The paper feeds a transformed version of the
-    uncorrupted counts to an MLP with hidden dims [128, 256] whose output is reshaped to
-    ``G × K``; taken literally the last layer has ``256 · G · K`` weights (12.8 M at G = 5000,
-    K = 10) and ties the generator to one cell at a time. Here the MLP is applied *row-wise per
-    gene* instead: gene ``g``'s input is the statistics of its transformed expression across the
-    mini-batch's cells (:func:`feature_statistics`: mean and standard deviation of
-    log1p-normalised expression, fraction of cells expressing it, z-scored across genes)
-    concatenated with a learned per-gene embedding (``feature_embedding_dim``, default 16). The
-    statistics let ``W`` follow the data of the current mini-batch; the embedding gives each gene
-    free parameters, as the paper's gene-specific output layer does. Parameters grow as
-    ``16 · G`` plus a shared ~38 k, compute as ``G × MLP``: about 0.1 M parameters at G = 5000.
-
-    **Token-wise mode** (``input_kind="features"``, the DNA front, C.7: hidden [128, 128],
-    ``positive_offset=0.5``). The input is ``(..., L, H)`` token representations; the MLP maps
-    each token to ``K`` scores and Sinkhorn runs over each ``(L, K)`` slice, giving ``W`` of
-    shape ``(..., L, K)`` (one matrix per sequence). Generic per-feature inputs ``(G, F)`` work
-    the same way.
-
-    Parameters
-    ----------
-    n_columns
-        ``K``, the number of masking ratios (columns of ``W``).
-    input_kind
-        ``"counts"``: ``forward`` takes a ``(B, G)`` mini-batch and summarises it with
-        :func:`feature_statistics`; ``"features"``: ``forward`` takes ``(..., G, n_inputs)``.
-    n_features
-        ``G``. Required for ``"counts"``; optional for ``"features"`` (then inputs must have
-        exactly ``G`` rows and a per-row embedding is learned, if ``feature_embedding_dim``).
-    n_inputs
-        Input width per feature for ``"features"`` (e.g. the transformer's hidden size).
-        Must be left ``None`` for ``"counts"`` (three statistics).
-    hidden_dims
-        Hidden layer widths of the MLP (ReLU). C.8 (single-cell): ``(128, 256)``; C.7 (DNA):
-        ``(128, 128)``.
-    positive_offset
-        Constant added to the sigmoid: ``1e-9`` in C.8, ``0.5`` in C.7 (more stable).
-    n_sinkhorn_iters
-        Sinkhorn iterations (see :func:`sinkhorn`).
-    feature_embedding_dim
-        Width of the learned per-feature embedding concatenated to the inputs when
-        ``n_features`` is known; ``0`` disables it.
-    count_transform
-        Transform used by :func:`feature_statistics` for ``"counts"``.
-    detach_inputs
-        Whether the generator's inputs are detached, so that the curriculum's (possibly
-        reversed) gradient reaches only the generator and never the representation model
-        feeding it (relevant in the token-wise mode).
-    """
-
-    def __init__(
-        self,
-        n_columns: int,
-        *,
-        input_kind: InputKind = "counts",
-        n_features: int | None = None,
-        n_inputs: int | None = None,
-        hidden_dims: Sequence[int] = (128, 256),
-        positive_offset: float = 1e-9,
-        n_sinkhorn_iters: int = DEFAULT_SINKHORN_ITERS,
-        feature_embedding_dim: int = 16,
-        count_transform: CountTransform = "log1p_cp10k",
-        detach_inputs: bool = True,
-    ):
-        super().__init__()
-        self.n_columns = _check_positive_int("n_columns", n_columns)
-        if input_kind not in _INPUT_KINDS:
-            raise ValueError(f"`input_kind` must be one of {_INPUT_KINDS}, got {input_kind!r}.")
-        self.input_kind = input_kind
-        if n_features is not None:
-            n_features = _check_positive_int("n_features", n_features)
-        if input_kind == "counts":
-            if n_features is None:
-                raise ValueError("`input_kind='counts'` needs `n_features` (the number of genes).")
-            if n_inputs is not None:
-                raise ValueError(
-                    "`n_inputs` is fixed by `input_kind='counts'` (three statistics per gene); "
-                    "leave it None."
-                )
-            base_inputs = 3
-        else:
-            if n_inputs is None:
-                raise ValueError(
-                    "`input_kind='features'` needs `n_inputs` (the input width per feature)."
-                )
-            base_inputs = _check_positive_int("n_inputs", n_inputs)
-        if count_transform not in _COUNT_TRANSFORMS:
-            raise ValueError(
-                f"`count_transform` must be one of {_COUNT_TRANSFORMS}, got {count_transform!r}."
-            )
-        self.n_features = n_features
-        self.n_inputs = base_inputs
-        self.count_transform = count_transform
-        self.detach_inputs = bool(detach_inputs)
-        self.n_sinkhorn_iters = _check_positive_int("n_sinkhorn_iters", n_sinkhorn_iters)
-        positive_offset = float(positive_offset)
-        if not (math.isfinite(positive_offset) and positive_offset > 0.0):
-            raise ValueError(f"`positive_offset` must be a positive number, got {positive_offset}.")
-        self.positive_offset = positive_offset
-        feature_embedding_dim = _check_positive_int(
-            "feature_embedding_dim", feature_embedding_dim, minimum=0
-        )
-        if n_features is not None and feature_embedding_dim > 0:
-            self.feature_embedding = nn.Parameter(torch.randn(n_features, feature_embedding_dim))
-        else:
-            self.register_parameter("feature_embedding", None)
-        widths = [
-            base_inputs + (feature_embedding_dim if self.feature_embedding is not None else 0)
-        ]
-        widths += [_check_positive_int("hidden_dims", h) for h in hidden_dims]
-        layers: list[nn.Module] = []
-        for w_in, w_out in itertools.pairwise(widths):
-            layers += [nn.Linear(w_in, w_out), nn.ReLU()]
-        layers.append(nn.Linear(widths[-1], self.n_columns))  # row-wise projection to K scores
-        self.mlp = nn.Sequential(*layers)
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"generator input must be a torch.Tensor, got {type(x).__name__}.")
-        if self.input_kind == "counts":
-            if x.dim() != 2 or x.shape[-1] != self.n_features:
-                raise ValueError(
-                    f"`input_kind='counts'` expects counts of shape (B, {self.n_features}), "
-                    f"got {tuple(x.shape)}."
-                )
-            feats = feature_statistics(x, transform=self.count_transform)
-        else:
-            if x.dim() < 2 or x.shape[-1] != self.n_inputs:
-                raise ValueError(
-                    f"`input_kind='features'` expects inputs of shape (..., G, {self.n_inputs}), "
-                    f"got {tuple(x.shape)}."
-                )
-            if self.n_features is not None and x.shape[-2] != self.n_features:
-                raise ValueError(
-                    f"expected {self.n_features} features (rows) in the generator input, "
-                    f"got shape {tuple(x.shape)}."
-                )
-            feats = x.detach() if self.detach_inputs else x
-        dtype = self.mlp[0].weight.dtype
-        feats = feats.to(dtype)
-        if self.feature_embedding is not None:
-            emb = self.feature_embedding.expand(*feats.shape[:-1], self.feature_embedding.shape[-1])
-            feats = torch.cat((feats, emb), dim=-1)
-        return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Compute the weight matrix ``W``.
-
-        Parameters
-        ----------
-        x
-            ``(B, G)`` uncorrupted counts (``input_kind="counts"``) or ``(..., G, n_inputs)``
-            per-feature inputs (``input_kind="features"``, e.g. ``(B, L, H)`` tokens).
-
-        Returns
-        -------
-        Positive tensor ``(G, K)`` for counts, ``(..., G, K)`` for features, with every
-        column summing to ``G`` (mean one) and, for ``K > 1``, every row to ``K``.
-        """
-        scores = self.mlp(self._features(x))
-        # log(sigmoid(s) + offset) computed in the log domain (no underflow for very negative s)
-        log_positive = torch.logaddexp(
-            F.logsigmoid(scores), torch.full_like(scores, math.log(self.positive_offset))
-        )
-        if self.n_columns == 1:
-            return _normalise_columns_log(log_positive)
-        return sinkhorn(log_positive, self.n_sinkhorn_iters, log_input=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Curriculum
-# --------------------------------------------------------------------------------------------
+from ._checks import _check_ratio
+from ._multipliers import (
+    ConstantMultiplier,
+    GradientMultiplierSchedule,
+    LinearMultiplier,
+    multiply_gradient,
+)
+from ._schedules import DiscreteRatios, RatioDraw
+from ._weight_generator import CurriculumWeightGenerator
+
+__all__ = ["CURRICULUM_STRATEGIES", "Curriculum", "CurriculumLoss", "get_curriculum"]
 
 
 class CurriculumLoss(NamedTuple):
@@ -683,42 +130,13 @@ class Curriculum(nn.Module):
         """The weight generator's parameters."""
         return self.weight_generator.parameters()
 
-    def generator_frozen(self, step: int) -> bool:
-        """Whether the generator is frozen (warm-up) at host-side step ``step`` (an ``int``)."""
-        return self.multiplier.is_frozen(step)
-
-    def update_freeze(self, step: int) -> bool:
-        """Freeze or unfreeze the generator's parameters for step ``step``; return ``frozen``.
-
-        During warm-up the parameters get ``requires_grad=False``, so their ``.grad`` stays
-        ``None`` (with ``optimizer.zero_grad(set_to_none=True)``, the PyTorch and Lightning
-        default) and every torch optimiser skips them: no update at all, not even decoupled
-        weight decay or Adam's L2 term. Call it once per training step, *after* the optimiser
-        has been built (optimisers built from ``filter(lambda p: p.requires_grad, ...)``, as
-        scvi-tools' ``TrainingPlan`` does, would otherwise miss the generator for good).
-        :meth:`weighted_loss` calls it itself whenever it receives a Python ``int`` step.
-
-        Parameters
-        ----------
-        step
-            The current optimisation step as a Python ``int`` (e.g. ``self.global_step``).
-
-        Returns
-        -------
-        ``True`` while the generator is frozen.
-        """
-        frozen = self.generator_frozen(step)
-        for p in self.weight_generator.parameters():
-            p.requires_grad_(not frozen)
-        return frozen
-
     def generator_param_group(self, **options: Any) -> dict[str, Any]:
         """An optimiser parameter group for the generator, with ``weight_decay=0`` by default.
 
-        Needed only when the step is kept as a device tensor (so :meth:`update_freeze` cannot
-        be used): the warm-up coefficient ``0`` then makes the generator's gradients exactly
-        zero, and Adam/AdamW leave a parameter with zero gradient, zero moment estimates and no
-        weight decay bit-identical. Put the *other* parameters in their own group, e.g.
+        During warm-up the coefficient ``0`` makes the generator's gradients exactly zero, and
+        Adam/AdamW leave a parameter with zero gradient, zero moment estimates and no weight
+        decay bit-identical: with this group the generator stays frozen without any host-side
+        check of the step. Put the *other* parameters in their own group, e.g.
         ``Adam([{"params": rest, "weight_decay": 1e-4}, curriculum.generator_param_group()])``.
 
         Parameters
@@ -770,16 +188,13 @@ class Curriculum(nn.Module):
             ``(B, G)`` uncorrupted counts (``input_kind="counts"``) or ``(..., G, H)``
             per-feature inputs (``"features"``).
         step
-            Python ``int`` (also toggles the warm-up freeze, see :meth:`update_freeze`) or a 0-d
-            tensor.
+            Optimisation step, a Python ``int`` or a 0-d tensor (e.g. a device-resident counter).
 
         Returns
         -------
         ``(G, K)`` or ``(..., G, K)`` positive tensor; forward values are the generator's,
         gradients flowing back into the generator are multiplied by the step's coefficient.
         """
-        if not isinstance(step, torch.Tensor):
-            self.update_freeze(step)
         w = self.weight_generator(generator_input)
         return multiply_gradient(w, self.gradient_coefficient(step, device=w.device))
 
@@ -866,9 +281,9 @@ class Curriculum(nn.Module):
             ``(B, G)`` uncorrupted counts or ``(B, G, H)`` token inputs (see
             :class:`CurriculumWeightGenerator`).
         step
-            Optimisation step: a Python ``int`` (preferred: it also applies the warm-up
-            freeze through :meth:`update_freeze`) or a 0-d tensor (coefficient-only freeze; use
-            :meth:`generator_param_group`).
+            Optimisation step, a Python ``int`` or a 0-d tensor. During warm-up the generator's
+            gradient is multiplied by zero; put it in :meth:`generator_param_group` so that
+            weight decay does not move it either.
 
         Returns
         -------
@@ -912,12 +327,6 @@ _MULTIPLIER_KEYS = (
     "multiplier_start_step",
     "multiplier_end_step",
 )
-
-
-def _normalise_strategy(name: str) -> str:
-    key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
-    key = key.replace("k_0", "k0")
-    return {"cl_mae": "cl", "r2mae_cl_k_0": "r2mae_cl_k0"}.get(key, key)
 
 
 def get_curriculum(
@@ -990,7 +399,9 @@ def get_curriculum(
     """
     if not isinstance(strategy, str):
         raise TypeError(f"`strategy` must be a string, got {type(strategy).__name__}.")
-    key = _normalise_strategy(strategy)
+    from ._registry import normalise_strategy_name  # the registry imports this module
+
+    key = normalise_strategy_name(strategy)
     if key not in CURRICULUM_STRATEGIES:
         raise ValueError(
             f"unknown curriculum strategy {strategy!r}; expected one of {CURRICULUM_STRATEGIES}."

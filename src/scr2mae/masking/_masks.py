@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from ._checks import _resolve_device
 from ._schedules import RatioSchedule
 
 __all__ = [
@@ -94,8 +95,7 @@ def column_mask(
     Boolean tensor of shape ``(n_rows, n_cols)`` (an expanded view: every row is the same).
     """
     _check_shape(n_rows, n_cols)
-    if device is None:
-        device = ratio.device if isinstance(ratio, torch.Tensor) else torch.device("cpu")
+    device = _resolve_device(ratio, generator, device)
     r = torch.as_tensor(ratio, dtype=torch.float32, device=device).reshape(-1)
     if r.numel() != 1:
         raise ValueError(f"column_mask takes one ratio per mini-batch, got {r.numel()}.")
@@ -134,8 +134,7 @@ def bernoulli_mask(
     Boolean tensor of shape ``(n_rows, n_cols)``.
     """
     _check_shape(n_rows, n_cols)
-    if device is None:
-        device = ratio.device if isinstance(ratio, torch.Tensor) else torch.device("cpu")
+    device = _resolve_device(ratio, generator, device)
     r = _as_ratio_tensor(ratio, n_rows, device)
     u = torch.rand(n_rows, n_cols, generator=generator, device=device)
     return u < r.unsqueeze(1)
@@ -167,8 +166,7 @@ def exact_count_mask(
     Boolean tensor of shape ``(n_rows, n_cols)``.
     """
     _check_shape(n_rows, n_cols)
-    if device is None:
-        device = ratio.device if isinstance(ratio, torch.Tensor) else torch.device("cpu")
+    device = _resolve_device(ratio, generator, device)
     r = _as_ratio_tensor(ratio, n_rows, device)
     k = ratio_to_count(r, n_cols)
     scores = torch.rand(n_rows, n_cols, generator=generator, device=device)

@@ -1,10 +1,12 @@
-"""String front door to the masking schedules."""
+"""One registry of masking strategy names: schedules and curricula, one normaliser, one resolver."""
 
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
+from ._curriculum import CURRICULUM_STRATEGIES, Curriculum, get_curriculum
 from ._schedules import (
     DiscreteRatios,
     FixedRatio,
@@ -15,7 +17,7 @@ from ._schedules import (
     UniformRatio,
 )
 
-__all__ = ["MASKING_STRATEGIES", "get_masking"]
+__all__ = ["CURRICULUM_STRATEGIES", "MASKING_STRATEGIES", "get_masking", "resolve_masking"]
 
 #: canonical strategy name -> schedule class
 MASKING_STRATEGIES: dict[str, type[RatioSchedule]] = {
@@ -27,6 +29,7 @@ MASKING_STRATEGIES: dict[str, type[RatioSchedule]] = {
     "discrete": DiscreteRatios,
 }
 
+#: other spellings of the canonical names of both schedules and curricula
 _ALIASES = {
     "mae": "fixed",
     "mlm": "fixed",
@@ -34,14 +37,105 @@ _ALIASES = {
     "linear_decay": "dynamic",
     "uniform": "r2mae",
     "r2mae_dynamic_mr": "r2mae_dynamic",
+    "cl_mae": "cl",
 }
 
 
-def _normalise(name: str) -> str:
-    key = name.strip().lower().replace("-", "_").replace("+", "_").replace(" ", "_")
-    while "__" in key:
-        key = key.replace("__", "_")
+def normalise_strategy_name(name: str) -> str:
+    """Canonical spelling of a masking strategy name (schedule or curriculum).
+
+    Case is ignored and every run of characters other than letters and digits becomes ``_``,
+    so ``"R2MAE+dynamic"``, ``"r2mae-dynamic"`` and ``"R2MAE + CL (k=0)"`` work; aliases such as
+    ``"mae"`` (``"fixed"``) or ``"uniform"`` (``"r2mae"``) map to their canonical name. The
+    result need not be a known strategy.
+
+    Parameters
+    ----------
+    name
+        A strategy name.
+
+    Returns
+    -------
+    The canonical name.
+
+    Examples
+    --------
+    >>> from scr2mae.masking import normalise_strategy_name
+    >>> normalise_strategy_name("R2MAE + CL (k=0)")
+    'r2mae_cl_k0'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a strategy name must be a string, got {type(name).__name__}.")
+    key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    key = re.sub(r"(^|_)k_0($|_)", r"\1k0\2", key)
     return _ALIASES.get(key, key)
+
+
+def resolve_masking(
+    strategy: str | RatioSchedule | Curriculum = "r2mae",
+    *,
+    n_features: int | None = None,
+    **params: Any,
+) -> RatioSchedule | Curriculum:
+    """Map a strategy name to a masking-ratio schedule or a curriculum.
+
+    The single entry point for every name in :data:`MASKING_STRATEGIES` and
+    :data:`CURRICULUM_STRATEGIES`: schedule names go to :func:`get_masking`, curriculum
+    names to :func:`get_curriculum`.
+
+    Parameters
+    ----------
+    strategy
+        A strategy name (see :func:`normalise_strategy_name` for accepted spellings), or a ready
+        :class:`~scr2mae.masking.RatioSchedule` or :class:`~scr2mae.masking.Curriculum`,
+        returned unchanged.
+    n_features
+        Number of features (genes) a curriculum's weight generator has rows for; used by
+        curricula only.
+    **params
+        Parameters of the schedule (see :func:`get_masking`) or of the curriculum (see
+        :func:`get_curriculum`).
+
+    Returns
+    -------
+    A :class:`~scr2mae.masking.RatioSchedule` or a :class:`~scr2mae.masking.Curriculum`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a parameter that does not apply to the strategy.
+
+    Examples
+    --------
+    >>> from scr2mae.masking import resolve_masking
+    >>> resolve_masking("R2MAE", mask_range=(0.1, 0.5))
+    UniformRatio(p_min=0.1, p_max=0.5)
+    >>> type(resolve_masking("r2mae_cl", n_features=100)).__name__
+    'Curriculum'
+    """
+    if isinstance(strategy, RatioSchedule | Curriculum):
+        if params:
+            raise ValueError(
+                f"parameters {sorted(params)} were given with a ready-made {strategy!r}; "
+                "set them on it instead."
+            )
+        return strategy
+    if not isinstance(strategy, str):
+        raise TypeError(
+            "`strategy` must be a name, a RatioSchedule or a Curriculum, "
+            f"got {type(strategy).__name__}."
+        )
+    key = normalise_strategy_name(strategy)
+    if key in CURRICULUM_STRATEGIES:
+        if n_features is not None:
+            params["n_features"] = n_features
+        return get_curriculum(key, **params)
+    if key not in MASKING_STRATEGIES:
+        raise ValueError(
+            f"unknown masking strategy {strategy!r}; choose one of "
+            f"{sorted(MASKING_STRATEGIES) + list(CURRICULUM_STRATEGIES)}."
+        )
+    return get_masking(key, **params)
 
 
 def get_masking(strategy: str | RatioSchedule = "r2mae", **params: Any) -> RatioSchedule:
@@ -85,7 +179,7 @@ def get_masking(strategy: str | RatioSchedule = "r2mae", **params: Any) -> Ratio
         raise TypeError(
             f"`strategy` must be a name or a RatioSchedule, got {type(strategy).__name__}."
         )
-    key = _normalise(strategy)
+    key = normalise_strategy_name(strategy)
     if key not in MASKING_STRATEGIES:
         raise ValueError(
             f"unknown masking strategy {strategy!r}; choose one of {sorted(MASKING_STRATEGIES)}."

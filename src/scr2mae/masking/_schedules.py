@@ -10,12 +10,13 @@ can keep its step counter on the GPU and never synchronise with the host.
 
 from __future__ import annotations
 
-import copy
-import math
+import dataclasses
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+
+from ._checks import _check_ratio, _check_steps, _resolve_device, _step_tensor
 
 __all__ = [
     "DiscreteRatios",
@@ -27,46 +28,6 @@ __all__ = [
     "UniformDecayRatio",
     "UniformRatio",
 ]
-
-
-def _check_ratio(name: str, value: float, *, allow_one: bool = False) -> float:
-    """Validate a masking ratio and return it as ``float``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.") from None
-    upper_ok = value <= 1.0 if allow_one else value < 1.0
-    if not (math.isfinite(value) and value >= 0.0 and upper_ok):
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"`{name}` must lie in {interval}, got {value}.")
-    return value
-
-
-def _check_steps(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or int(value) != value or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
-    return int(value)
-
-
-def _resolve_device(
-    step: int | torch.Tensor, generator: torch.Generator | None, device
-) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(step, torch.Tensor):
-        return step.device
-    if generator is not None:
-        return generator.device
-    return torch.device("cpu")
-
-
-def _as_step_tensor(step: int | torch.Tensor, device: torch.device) -> torch.Tensor:
-    if isinstance(step, torch.Tensor):
-        return step.to(device=device, dtype=torch.float32)
-    # a fill kernel, not a host-to-device copy
-    return torch.full((), float(step), device=device, dtype=torch.float32)
 
 
 class RatioDraw(NamedTuple):
@@ -86,17 +47,12 @@ class RatioDraw(NamedTuple):
 
 
 class _ParameterObject:
-    """Equality, hashing and repr from the instance's parameters (its ``vars``)."""
+    """Base of the schedules, which are frozen dataclasses (equality, hashing and repr from
+    their fields); ``__post_init__`` validates the fields and stores them normalised."""
 
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(vars(self).items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+    def _set(self, **values: object) -> None:
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
 
 
 class RatioSchedule(_ParameterObject):
@@ -169,6 +125,7 @@ class RatioSchedule(_ParameterObject):
         return self
 
 
+@dataclasses.dataclass(frozen=True)
 class FixedRatio(RatioSchedule):
     """A constant masking ratio (standard MAE / MLM).
 
@@ -179,9 +136,10 @@ class FixedRatio(RatioSchedule):
     """
 
     name = "fixed"
+    mask_ratio: float = 0.25
 
-    def __init__(self, mask_ratio: float = 0.25):
-        self.mask_ratio = _check_ratio("mask_ratio", mask_ratio)
+    def __post_init__(self):
+        self._set(mask_ratio=_check_ratio("mask_ratio", self.mask_ratio))
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
@@ -201,6 +159,13 @@ class _LinearCentre(RatioSchedule):
     end: float
     total_steps: int | None
 
+    def __post_init__(self):
+        self._set(
+            start=_check_ratio("start", self.start),
+            end=_check_ratio("end", self.end),
+            total_steps=_check_steps("total_steps", self.total_steps),
+        )
+
     @property
     def needs_total_steps(self) -> bool:
         return self.total_steps is None
@@ -208,9 +173,7 @@ class _LinearCentre(RatioSchedule):
     def with_total_steps(self, total_steps: int) -> RatioSchedule:
         if self.total_steps is not None:
             return self
-        out = copy.copy(self)
-        out.total_steps = _check_steps("total_steps", total_steps)
-        return out
+        return dataclasses.replace(self, total_steps=total_steps)
 
     def _centre(self, step, device) -> torch.Tensor:
         if self.total_steps is None:
@@ -218,7 +181,7 @@ class _LinearCentre(RatioSchedule):
                 f"{type(self).__name__} needs `total_steps`; pass it explicitly or call "
                 "`with_total_steps(n)` (R2MAEModel.train does this from max_epochs)."
             )
-        t = _as_step_tensor(step, device)
+        t = _step_tensor(step, device)
         frac = torch.clamp(t / float(self.total_steps), 0.0, 1.0)
         return self.start + (self.end - self.start) * frac
 
@@ -229,6 +192,7 @@ class _LinearCentre(RatioSchedule):
         return self.start + (self.end - self.start) * frac
 
 
+@dataclasses.dataclass(frozen=True)
 class LinearDecayRatio(_LinearCentre):
     """Linearly decaying masking ratio ("dynamic MR").
 
@@ -246,11 +210,9 @@ class LinearDecayRatio(_LinearCentre):
     """
 
     name = "dynamic"
-
-    def __init__(self, start: float = 0.5, end: float = 0.1, total_steps: int | None = None):
-        self.start = _check_ratio("start", start)
-        self.end = _check_ratio("end", end)
-        self.total_steps = _check_steps("total_steps", total_steps)
+    start: float = 0.5
+    end: float = 0.1
+    total_steps: int | None = None
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
@@ -263,6 +225,7 @@ class LinearDecayRatio(_LinearCentre):
         return (min(self.start, self.end), max(self.start, self.end))
 
 
+@dataclasses.dataclass(frozen=True)
 class UniformRatio(RatioSchedule):
     """R2MAE: a ratio drawn uniformly from ``[p_min, p_max)`` for every draw.
 
@@ -275,10 +238,14 @@ class UniformRatio(RatioSchedule):
     """
 
     name = "r2mae"
+    p_min: float = 0.1
+    p_max: float = 0.5
 
-    def __init__(self, p_min: float = 0.1, p_max: float = 0.5):
-        self.p_min = _check_ratio("p_min", p_min)
-        self.p_max = _check_ratio("p_max", p_max, allow_one=True)
+    def __post_init__(self):
+        self._set(
+            p_min=_check_ratio("p_min", self.p_min),
+            p_max=_check_ratio("p_max", self.p_max, allow_one=True),
+        )
         if self.p_min > self.p_max:
             raise ValueError(
                 f"`p_min` ({self.p_min}) must not exceed `p_max` ({self.p_max}) in the mask range."
@@ -301,18 +268,19 @@ class UniformRatio(RatioSchedule):
         return (self.p_min, self.p_max)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class MDLMRatio(UniformRatio):
     """The training phase of a masked diffusion language model: ratio ~ uniform(0, 1)."""
 
     name = "mdlm"
-
-    def __init__(self):
-        super().__init__(0.0, 1.0)
+    p_min: float = dataclasses.field(default=0.0, init=False)
+    p_max: float = dataclasses.field(default=1.0, init=False)
 
     def __repr__(self) -> str:
         return "MDLMRatio()"
 
 
+@dataclasses.dataclass(frozen=True)
 class UniformDecayRatio(_LinearCentre):
     """R2MAE + dynamic MR: a uniform window whose centre decays linearly.
 
@@ -333,18 +301,14 @@ class UniformDecayRatio(_LinearCentre):
     """
 
     name = "r2mae_dynamic"
+    start: float = 0.5
+    end: float = 0.2
+    half_width: float = 0.1
+    total_steps: int | None = None
 
-    def __init__(
-        self,
-        start: float = 0.5,
-        end: float = 0.2,
-        half_width: float = 0.1,
-        total_steps: int | None = None,
-    ):
-        self.start = _check_ratio("start", start)
-        self.end = _check_ratio("end", end)
-        self.half_width = _check_ratio("half_width", half_width)
-        self.total_steps = _check_steps("total_steps", total_steps)
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(half_width=_check_ratio("half_width", self.half_width))
         for label, centre in (("start", self.start), ("end", self.end)):
             if centre - self.half_width < 0.0 or centre + self.half_width > 1.0:
                 raise ValueError(
@@ -366,6 +330,7 @@ class UniformDecayRatio(_LinearCentre):
         return (lo - self.half_width, hi + self.half_width)
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class DiscreteRatios(RatioSchedule):
     """Ratios drawn uniformly from a finite set (the curriculum's ratio vector).
 
@@ -380,6 +345,7 @@ class DiscreteRatios(RatioSchedule):
     """
 
     name = "discrete"
+    ratios: tuple[float, ...]
 
     def __init__(self, ratios: Sequence[float] | None = None):
         if ratios is None:
@@ -387,7 +353,7 @@ class DiscreteRatios(RatioSchedule):
         ratios = tuple(ratios) if not isinstance(ratios, torch.Tensor) else tuple(ratios.tolist())
         if len(ratios) == 0:
             raise ValueError("`ratios` must contain at least one masking ratio.")
-        self.ratios = tuple(_check_ratio("ratios", r) for r in ratios)
+        self._set(ratios=tuple(_check_ratio("ratios", r) for r in ratios))
 
     @classmethod
     def spanning(cls, p_min: float, p_max: float, n: int = 10) -> DiscreteRatios:
@@ -420,15 +386,6 @@ class DiscreteRatios(RatioSchedule):
 
     def __getstate__(self) -> dict:
         return {"ratios": self.ratios}
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.ratios == other.ratios
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.ratios))
-
-    def __repr__(self) -> str:
-        return f"DiscreteRatios(ratios={self.ratios!r})"
 
     def sample(self, step=0, n=1, *, generator=None, device=None):
         return self.draw(step, n, generator=generator, device=device).ratio

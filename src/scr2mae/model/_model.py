@@ -22,47 +22,21 @@ from scvi.data.fields import (
 )
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 
+from .._validation import check_count_matrix, check_obs_keys
+from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
 from ..masking import (
-    CURRICULUM_STRATEGIES,
+    Curriculum,
     RatioSchedule,
-    exact_count_mask,
-    get_curriculum,
-    get_masking,
+    resolve_masking,
 )
-from ..masking._curriculum import _normalise_strategy
 from . import _hub
 from ._module import R2MAEModule
 from ._query import align_to_genes, gene_identifier_columns
 from ._training_plan import R2MAETrainingPlan
-from ._validation import check_count_matrix, check_obs_keys
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["R2MAEModel"]
-
-DEFAULT_RECONSTRUCTION_RATIOS = (0.1, 0.2, 0.3, 0.5, 0.7)
-
-
-def _pearson_rows(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each row restricted to masked entries (NaN if undefined)."""
-    m = mask.to(pred.dtype)
-    n = m.sum(dim=1)
-    mean_p = (pred * m).sum(1) / n.clamp_min(1)
-    mean_t = (true * m).sum(1) / n.clamp_min(1)
-    dp = (pred - mean_p[:, None]) * m
-    dt = (true - mean_t[:, None]) * m
-    cov = (dp * dt).sum(1)
-    denom = torch.sqrt((dp * dp).sum(1) * (dt * dt).sum(1))
-    r = cov / denom
-    return torch.where((denom > 0) & (n >= 2), r, torch.full_like(r, float("nan")))
-
-
-def _curriculum_name(strategy) -> str | None:
-    """Canonical curriculum strategy name, or ``None`` for plain masking schedules."""
-    if not isinstance(strategy, str):
-        return None
-    key = _normalise_strategy(strategy)
-    return key if key in CURRICULUM_STRATEGIES else None
 
 
 class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -99,7 +73,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     dropout_rate
         Dropout after each hidden layer.
     mask_strategy
-        Masking-ratio schedule: a name understood by :func:`scr2mae.masking.get_masking`
+        Masking-ratio schedule: a name understood by :func:`scr2mae.masking.resolve_masking`
         (``"r2mae"``, ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``) or a
         :class:`~scr2mae.masking.RatioSchedule`. Step-dependent schedules without
         ``total_steps`` decay over the whole training run. The curriculum strategies of
@@ -144,33 +118,19 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         input_transform: Literal["log1p", "log1p_cp10k"] = "log1p",
         **masking_params: Any,
     ):
-        for name, value in (
-            ("n_hidden", n_hidden),
-            ("n_latent", n_latent),
-            ("n_layers", n_layers),
-            ("n_layers_decoder", n_layers_decoder),
-        ):
-            minimum = 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-        if not 0.0 <= float(dropout_rate) < 1.0:
-            raise ValueError(f"`dropout_rate` must lie in [0, 1), got {dropout_rate!r}.")
-        if input_transform not in ("log1p", "log1p_cp10k"):
-            raise ValueError(
-                f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
-            )
-        if mask_mode not in ("columns", "exact", "bernoulli"):
-            raise ValueError(
-                f"`mask_mode` must be 'columns', 'exact' or 'bernoulli', got {mask_mode!r}."
-            )
-        curriculum_name = _curriculum_name(mask_strategy)
-        curriculum = None
-        if curriculum_name is not None:
-            curriculum = (curriculum_name, dict(masking_params))
-            schedule = get_curriculum(curriculum_name, n_features=2, **masking_params).ratios
-        else:
-            schedule = get_masking(mask_strategy, **masking_params)
+        # the layer sizes, dropout, input transform and mask mode are checked by the module
+        # (and the masker), where they are used
         super().__init__(adata, registry)
+        # one resolver for schedules and curricula; a curriculum is rebuilt by the module, so
+        # the module keeps only its name and parameters
+        masking = resolve_masking(
+            mask_strategy, n_features=self.summary_stats.n_vars, **masking_params
+        )
+        curriculum = None
+        schedule = masking
+        if isinstance(masking, Curriculum):
+            curriculum = (mask_strategy, dict(masking_params))
+            schedule = masking.ratios
 
         self._module_kwargs = {
             "n_hidden": n_hidden,
@@ -186,7 +146,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self._model_summary_string = (
             f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "
             f"n_layers_decoder: {n_layers_decoder}, dropout_rate: {dropout_rate}, "
-            f"masking: {curriculum_name or schedule!r} ({mask_mode})."
+            f"masking: {mask_strategy if curriculum else schedule!r} ({mask_mode})."
         )
         if self._module_init_on_train:
             self.module = None
@@ -792,7 +752,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        mask_ratio: float | Sequence[float] = DEFAULT_RECONSTRUCTION_RATIOS,
+        mask_ratio: float | Sequence[float] = RECONSTRUCTION_RATIOS,
         seed: int = 0,
         batch_size: int | None = None,
     ) -> float | pd.Series:
@@ -824,39 +784,29 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Returns
         -------
         A float for one ratio, else a Series indexed by ratio.
+
+        Notes
+        -----
+        This is :func:`scr2mae.evaluation.masked_reconstruction_score` with
+        :func:`scr2mae.evaluation.r2mae_predictor`, so other models can be scored on the same
+        masks.
         """
-        ratios = [mask_ratio] if np.isscalar(mask_ratio) else list(mask_ratio)
-        if not ratios:
-            raise ValueError("`mask_ratio` must contain at least one ratio.")
-        for r in ratios:
-            get_masking("fixed", mask_ratio=r)  # validates the ratio
+        from scvi import settings
+
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
-        self.module.eval()
-        scores = {}
-        for r in ratios:
-            gen = torch.Generator().manual_seed(seed)
-            per_cell = []
-            for tensors in self._make_data_loader(
-                adata=adata, indices=indices, batch_size=batch_size
-            ):
-                x = tensors[REGISTRY_KEYS.X_KEY].to("cpu", torch.float32)
-                measured = ~torch.isnan(x)
-                x = torch.nan_to_num(x, nan=0.0)
-                mask = exact_count_mask(x.shape[0], x.shape[1], float(r), generator=gen)
-                inf = self.module.inference(
-                    **self.module._get_inference_input(tensors), mask=mask.to(self.device)
-                )
-                out = self.module.generative(**self.module._get_generative_input(tensors, inf))
-                scale = out["px_scale"].cpu() * measured
-                pred = torch.log1p(scale / scale.sum(1, keepdim=True).clamp_min(1e-12) * 1e4)
-                true = torch.log1p(x / x.sum(1, keepdim=True).clamp_min(1.0) * 1e4)
-                per_cell.append(_pearson_rows(pred, true, mask & measured))
-            values = torch.cat(per_cell)
-            scores[float(r)] = float(torch.nanmean(values))
-        if np.isscalar(mask_ratio):
-            return scores[float(mask_ratio)]
-        return pd.Series(scores, name="reconstruction_pearson").rename_axis("mask_ratio")
+        counts = self.get_anndata_manager(adata, required=True).get_from_registry(
+            REGISTRY_KEYS.X_KEY
+        )
+        if indices is not None:
+            counts = counts[np.asarray(indices)]
+        return masked_reconstruction_score(
+            counts,
+            r2mae_predictor(self, adata, indices),
+            mask_ratio,
+            seed=seed,
+            batch_size=settings.batch_size if batch_size is None else batch_size,
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(

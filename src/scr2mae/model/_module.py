@@ -11,7 +11,8 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
 
-from ..masking import Masker, RatioSchedule, get_curriculum
+from .._validation import check_int
+from ..masking import Curriculum, Masker, RatioSchedule, resolve_masking
 
 __all__ = ["R2MAEModule"]
 
@@ -102,9 +103,12 @@ class R2MAEModule(BaseModuleClass):
             raise ValueError(
                 f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
             )
-        for name, value in (("n_layers", n_layers), ("n_layers_decoder", n_layers_decoder)):
-            if value < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {value!r}.")
+        sizes = dict(n_input=n_input, n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers)
+        sizes["n_layers_decoder"] = n_layers_decoder
+        for name, value in sizes.items():
+            check_int(name, value)
+        if not 0.0 <= float(dropout_rate) < 1.0:
+            raise ValueError(f"`dropout_rate` must lie in [0, 1), got {dropout_rate!r}.")
         self.input_transform = input_transform
         self.n_input = n_input
         self.n_batch = n_batch
@@ -116,7 +120,9 @@ class R2MAEModule(BaseModuleClass):
         self.curriculum = None
         if curriculum is not None:
             strategy, params = curriculum
-            self.curriculum = get_curriculum(strategy, n_features=n_input, **params)
+            self.curriculum = resolve_masking(strategy, n_features=n_input, **params)
+            if not isinstance(self.curriculum, Curriculum):
+                raise ValueError(f"`curriculum` must name a curriculum strategy, got {strategy!r}.")
             mask_strategy = self.curriculum.ratios
         self.masker = Masker(mask_strategy, mode=mask_mode, ratio_per="batch")
 

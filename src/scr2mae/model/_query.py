@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ._validation import N_MEASURED_KEY, check_count_matrix
+from .._validation import N_MEASURED_KEY, check_count_matrix
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""A drop-in R2MAE replacement for ``transformers.DataCollatorForLanguageModeling``.
+"""Hugging Face ``transformers`` integration: an R2MAE drop-in for its MLM data collator.
+
+:class:`R2MAEDataCollator` replaces ``transformers.DataCollatorForLanguageModeling``.
 
 The collator pads a list of tokenised examples exactly like the Hugging Face MLM collator and
 masks tokens with the same 80/10/10 rule (``[MASK]`` / random token / unchanged), special and
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..masking import RatioSchedule, get_masking
+from scr2mae.masking import RatioSchedule, get_masking
 
 __all__ = ["MaskingStepCallback", "R2MAEDataCollator"]
 
@@ -81,7 +83,7 @@ class R2MAEDataCollator:
     Examples
     --------
     >>> from transformers import AutoTokenizer, Trainer  # doctest: +SKIP
-    >>> from scr2mae.data import MaskingStepCallback, R2MAEDataCollator
+    >>> from scr2mae.integrations.transformers import MaskingStepCallback, R2MAEDataCollator
     >>> tokenizer = AutoTokenizer.from_pretrained("roberta-base")  # doctest: +SKIP
     >>> collator = R2MAEDataCollator(
     ...     tokenizer, "r2mae", {"p_min": 0.15, "p_max": 0.4}

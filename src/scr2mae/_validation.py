@@ -1,7 +1,9 @@
-"""Input checks run before any AnnData is registered or any training starts."""
+"""Count-matrix and `.obs` checks shared by the model and the data helpers (run before any
+AnnData is registered or any training starts)."""
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -15,6 +17,23 @@ _CHUNK_ROWS = 10_000
 #: ``.obs`` column written by :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`: the number of
 #: model genes measured in each cell. Its presence is what allows NaN (= "not measured") entries.
 N_MEASURED_KEY = "scr2mae_n_measured_genes"
+
+
+def check_int(name: str, value, minimum: int = 1, *, allow_none: bool = False) -> int | None:
+    """Return ``value`` as ``int`` (``None`` passes when ``allow_none``).
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, when ``value`` is not a whole number (booleans excluded) of at
+        least ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` must be an integer >= {minimum}{none}, got {value!r}.")
+    return int(value)
 
 
 def _matrix(adata: AnnData, layer: str | None):

@@ -9,7 +9,7 @@ from transformers import (
     TrainerState,
 )
 
-from scr2mae.data import MaskingStepCallback, R2MAEDataCollator
+from scr2mae.integrations.transformers import MaskingStepCallback, R2MAEDataCollator
 from scr2mae.masking import get_masking
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
@@ -183,3 +183,15 @@ def test_bad_arguments(tokenizer):
         coll.step = -1
     with pytest.raises(ValueError, match="examples"):
         coll([])
+
+
+def test_old_import_path_warns_and_returns_the_same_classes():
+    import scr2mae.data
+
+    with pytest.warns(DeprecationWarning, match="integrations.transformers"):
+        old = scr2mae.data.R2MAEDataCollator
+    with pytest.warns(DeprecationWarning, match="integrations.transformers"):
+        from scr2mae.data import MaskingStepCallback as old_callback
+    assert old is R2MAEDataCollator and old_callback is MaskingStepCallback
+    with pytest.raises(AttributeError):
+        scr2mae.data.NotThere  # noqa: B018

@@ -1,0 +1,71 @@
+"""Argument checks shared by the masking core (each value is checked where it is used)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` as ``int``; ``TypeError`` unless whole, ``ValueError`` below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_steps(name: str, value: int | None) -> int | None:
+    """A positive number of steps, or ``None`` (left open)."""
+    return None if value is None else _check_int(name, value, minimum=1)
+
+
+def _check_ratio(name: str, value: float, *, allow_one: bool = False) -> float:
+    """Validate a masking ratio and return it as ``float``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.") from None
+    upper_ok = value <= 1.0 if allow_one else value < 1.0
+    if not (math.isfinite(value) and value >= 0.0 and upper_ok):
+        interval = "[0, 1]" if allow_one else "[0, 1)"
+        raise ValueError(f"`{name}` must lie in {interval}, got {value}.")
+    return value
+
+
+def _check_finite(name: str, value: Any) -> float:
+    """Return ``value`` as a finite ``float``."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value}.")
+    return value
+
+
+def _resolve_device(like: Any, generator: torch.Generator | None, device) -> torch.device:
+    """``device``, else that of ``like`` (a step or a ratio) if a tensor, else the generator's,
+    else CPU: the one rule for where the masking core puts its results."""
+    if device is not None:
+        return torch.device(device)
+    if isinstance(like, torch.Tensor):
+        return like.device
+    if generator is not None:
+        return generator.device
+    return torch.device("cpu")
+
+
+def _step_tensor(
+    step: int | torch.Tensor, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """The step as a float32 0-d tensor on ``device`` (default: the step's own, else CPU)."""
+    if isinstance(step, torch.Tensor):
+        if step.dim() != 0:
+            raise ValueError(
+                f"`step` must be a scalar (0-d tensor), got shape {tuple(step.shape)}."
+            )
+        return step.to(device=device if device is not None else step.device, dtype=torch.float32)
+    if isinstance(step, bool) or not isinstance(step, int | float):
+        raise TypeError(f"`step` must be an int or a 0-d tensor, got {type(step).__name__}.")
+    # a fill kernel, not a host-to-device copy (which could synchronise on an accelerator)
+    return torch.full((), float(step), device=device, dtype=torch.float32)
