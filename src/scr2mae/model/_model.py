@@ -33,6 +33,7 @@ from ..masking import (
 )
 from ..masking._curriculum import _normalise_strategy
 from . import _hub
+from ._batch_correction import check_batch_correction
 from ._module import R2MAEModule
 from ._query import align_to_genes, gene_identifier_columns
 from ._validation import check_count_matrix, check_obs_keys
@@ -137,6 +138,26 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     input_transform
         Encoder input: ``"log1p"`` of the masked counts (the paper's choice) or
         ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
+    batch_correction
+        How the latent code is freed of the batch (``batch_key`` of :meth:`setup_anndata`):
+
+        * ``"none"`` (default, the paper's setting): encoder and decoder both read the batch;
+          the code keeps what linear probes across donors use, batch information included;
+        * ``"decoder_only"``: the encoder is blind to the batch, only the decoder reads it
+          (scVI's arrangement);
+        * ``"adversarial"``: blind encoder plus a batch classifier on the latent code trained
+          through a gradient-reversal layer (:func:`scr2mae.masking.multiply_gradient`); the
+          encoder learns to make the batch unpredictable;
+        * ``"mmd"``: blind encoder plus a Gaussian-kernel maximum mean discrepancy between
+          each batch and the rest of the mini-batch in the latent space.
+
+        The batch term is added to the masked NB loss, which stays the reconstruction loss
+        (computed on masked, measured genes only); the term is logged as
+        ``batch_correction_loss``. Every option but ``"none"`` needs at least two batches.
+        See the integration benchmark in the documentation for measured scIB scores.
+    batch_correction_weight
+        Weight of the batch term of ``"adversarial"`` (the strength of the reversed
+        gradient) and ``"mmd"``; ``None`` gives 1.
     **masking_params
         Parameters of the named strategy, e.g. ``mask_range=(0.1, 0.5)`` for ``"r2mae"`` or
         ``mask_ratio=0.25`` for ``"fixed"``.
@@ -165,6 +186,8 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         mask_strategy: str | RatioSchedule = "r2mae",
         mask_mode: Literal["columns", "exact", "bernoulli"] = "columns",
         input_transform: Literal["log1p", "log1p_cp10k"] = "log1p",
+        batch_correction: Literal["none", "decoder_only", "adversarial", "mmd"] = "none",
+        batch_correction_weight: float | None = None,
         **masking_params: Any,
     ):
         for name, value in (
@@ -186,6 +209,9 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 f"`mask_mode` must be 'columns', 'exact' or 'bernoulli', got {mask_mode!r}."
             )
+        batch_correction, resolved_weight = check_batch_correction(
+            batch_correction, batch_correction_weight
+        )
         curriculum_name = _curriculum_name(mask_strategy)
         curriculum = None
         if curriculum_name is not None:
@@ -194,6 +220,12 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         else:
             schedule = get_masking(mask_strategy, **masking_params)
         super().__init__(adata, registry)
+        n_batch = self.summary_stats.get("n_batch", 0)
+        if batch_correction != "none" and n_batch < 2:
+            raise ValueError(
+                f"`batch_correction={batch_correction!r}` needs at least 2 batches; the data "
+                f"have {n_batch}. Pass `batch_key` to `setup_anndata`, or use 'none'."
+            )
 
         self._module_kwargs = {
             "n_hidden": n_hidden,
@@ -205,11 +237,15 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "mask_mode": mask_mode,
             "curriculum": curriculum,
             "input_transform": input_transform,
+            "batch_correction": batch_correction,
+            "batch_correction_weight": resolved_weight,
         }
         self._model_summary_string = (
             f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "
             f"n_layers_decoder: {n_layers_decoder}, dropout_rate: {dropout_rate}, "
-            f"masking: {curriculum_name or schedule!r} ({mask_mode})."
+            f"masking: {curriculum_name or schedule!r} ({mask_mode}), "
+            f"batch_correction: {batch_correction}"
+            + (f" (weight {resolved_weight:g})." if resolved_weight else ".")
         )
         if self._module_init_on_train:
             self.module = None
