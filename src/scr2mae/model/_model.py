@@ -157,7 +157,8 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         See the integration benchmark in the documentation for measured scIB scores.
     batch_correction_weight
         Weight of the batch term of ``"adversarial"`` (the strength of the reversed
-        gradient) and ``"mmd"``; ``None`` gives 1.
+        gradient) and ``"mmd"``; ``None`` gives 0.1 for ``"adversarial"`` and 0.03 for
+        ``"mmd"`` (larger weights, 0.3 and up, collapse the cell-type structure of the code).
     **masking_params
         Parameters of the named strategy, e.g. ``mask_range=(0.1, 0.5)`` for ``"r2mae"`` or
         ``mask_ratio=0.25`` for ``"fixed"``.
