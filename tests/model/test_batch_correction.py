@@ -143,7 +143,7 @@ def test_batch_mmd_zero_for_same_distribution_and_grows_with_shift():
     assert abs(float(same)) < 1e-5
     mixed = batch_mmd(z, batch, 2)
     shifted = batch_mmd(z + 2.0 * batch[:, None], batch, 2)
-    assert float(mixed) < 0.02 < float(shifted)
+    assert float(mixed) < 0.1 * float(shifted)
     # scale-free: shrinking the latent space does not lower the penalty
     torch.testing.assert_close(batch_mmd(0.01 * (z + 2.0 * batch[:, None]), batch, 2), shifted)
     # one batch only, or a batch absent from the mini-batch: no penalty
@@ -172,7 +172,8 @@ def test_correction_reduces_batch_predictability():
     for option in ("none", "mmd"):
         scvi.settings.seed = 0
         model = R2MAEModel(ad, n_hidden=64, n_latent=16, batch_correction=option)
-        model.train(max_epochs=60, batch_size=64, **FIT)
+        # the default logger records the history (with the separate batch term)
+        model.train(max_epochs=60, batch_size=64, enable_progress_bar=False)
         scores[option] = batch_score(model.get_latent_representation(), donors)
         if option != "none":
             history = model.history["batch_correction_loss_train"]

@@ -969,6 +969,8 @@ def _freeze_reference_columns(module: torch.nn.Module, reference_state: dict) ->
         param = params.get(key)
         if param is None or param.dim() != 2 or param.shape == before.shape:
             continue
+        if not param.requires_grad:  # frozen whole (e.g. the batch_correction adversary)
+            continue
         n_reference = before.shape[1]
 
         def keep_new_columns(grad, n=n_reference):
