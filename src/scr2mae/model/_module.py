@@ -13,6 +13,7 @@ from torch import nn
 
 from .._validation import check_int
 from ..masking import Curriculum, Masker, RatioSchedule, resolve_masking
+from ._batch_correction import BatchClassifier, batch_mmd, check_batch_correction
 
 __all__ = ["R2MAEModule"]
 
@@ -77,6 +78,14 @@ class R2MAEModule(BaseModuleClass):
     input_transform
         Encoder input: ``"log1p"`` of the masked counts (the paper's choice) or
         ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
+    batch_correction
+        ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (the
+        encoder is blind to the batch), ``"adversarial"`` or ``"mmd"`` (blind encoder plus a
+        batch term on the latent). The batch term
+        is added to the masked NB loss and reported as ``batch_correction_loss``.
+    batch_correction_weight
+        Weight of the batch term (the strength of the reversed gradient for
+        ``"adversarial"``).
     """
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
@@ -97,8 +106,20 @@ class R2MAEModule(BaseModuleClass):
         mask_mode: str = "columns",
         curriculum: tuple[str, dict] | None = None,
         input_transform: str = "log1p",
+        batch_correction: str = "none",
+        batch_correction_weight: float | None = None,
     ):
         super().__init__()
+        batch_correction, batch_correction_weight = check_batch_correction(
+            batch_correction, batch_correction_weight
+        )
+        if batch_correction != "none" and n_batch < 2:
+            raise ValueError(
+                f"`batch_correction={batch_correction!r}` needs at least 2 batches; the data "
+                f"have {n_batch}. Pass `batch_key` to `setup_anndata`, or use 'none'."
+            )
+        self.batch_correction = batch_correction
+        self.batch_correction_weight = batch_correction_weight
         if input_transform not in ("log1p", "log1p_cp10k"):
             raise ValueError(
                 f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
@@ -133,7 +154,15 @@ class R2MAEModule(BaseModuleClass):
             "dropout_rate": dropout_rate,
             "inject_covariates": False,  # appendix C.8: covariates enter the first layer only
         }
-        self.encoder = FCLayers(n_in=n_input, n_out=n_hidden, n_layers=n_layers, **common)
+        # every correction keeps the encoder blind to the batch (a category count of 0 makes
+        # FCLayers ignore that covariate); the decoder always reads it
+        encoder_cats = self.n_cat_list if batch_correction == "none" else [0, *self.n_cat_list[1:]]
+        self.encoder = FCLayers(
+            n_in=n_input,
+            n_out=n_hidden,
+            n_layers=n_layers,
+            **{**common, "n_cat_list": encoder_cats},
+        )
         self.encoder_out = nn.Linear(n_hidden, n_latent)
         # the decoder reads [z, log library] plus the covariates
         self.px_decoder = FCLayers(
@@ -145,6 +174,9 @@ class R2MAEModule(BaseModuleClass):
         # optimisation steps seen by the masking schedule; a device-resident counter so that
         # step-dependent schedules never synchronise with the host
         self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
+        self.batch_classifier = (
+            BatchClassifier(n_latent, n_batch) if batch_correction == "adversarial" else None
+        )
 
     # ------------------------------------------------------------------ covariates
     def _categorical(self, batch_index, cat_covs) -> list[torch.Tensor | None]:
@@ -349,15 +381,42 @@ class R2MAEModule(BaseModuleClass):
         generative_outputs: dict,
         **kwargs,
     ) -> LossOutput:
-        """Mean NB negative log-likelihood over the masked, measured entries (appendix C.8)."""
+        """Mean NB negative log-likelihood over the masked, measured entries (appendix C.8).
+
+        With ``batch_correction`` ``"adversarial"`` or ``"mmd"``, the batch term
+        (:meth:`batch_correction_loss`) is added to the optimised loss; the reconstruction loss
+        stays the masked NB term alone, and the batch term is reported as
+        ``batch_correction_loss`` in ``extra_metrics``.
+        """
         nll, mask_f, weights = self.masked_nll(inference_outputs, generative_outputs)
         weighted = torch.where(mask_f > 0, nll * weights, torch.zeros_like(nll))
         n_masked = mask_f.sum().clamp_min(1.0)
         loss = weighted.sum() / n_masked
+        extra = {"masked_fraction": mask_f.mean().detach()}
+        batch_term = self.batch_correction_loss(inference_outputs)
+        if batch_term is not None:
+            loss = loss + batch_term
+            extra["batch_correction_loss"] = batch_term.detach()
         # per-cell sums feed scvi-tools' logged metrics; the optimised loss is the mean above
         return LossOutput(
             loss=loss,
             reconstruction_loss=weighted.sum(dim=1),
             n_obs_minibatch=nll.shape[0],
-            extra_metrics={"masked_fraction": mask_f.mean().detach()},
+            extra_metrics=extra,
         )
+
+    def batch_correction_loss(self, inference_outputs: dict) -> torch.Tensor | None:
+        """The weighted batch term on the latent code, or ``None`` when there is none.
+
+        ``"mmd"``: ``batch_correction_weight`` × the Gaussian-kernel MMD between each batch and
+        the rest of the mini-batch in the latent space. ``"adversarial"``: the batch
+        classifier's cross-entropy, whose gradient reaches the encoder reversed and multiplied
+        by ``batch_correction_weight``.
+        """
+        batch_index = inference_outputs["batch_index"]
+        if self.batch_correction not in ("adversarial", "mmd") or batch_index is None:
+            return None
+        z = inference_outputs["z"]
+        if self.batch_correction == "mmd":
+            return self.batch_correction_weight * batch_mmd(z, batch_index, self.n_batch)
+        return self.batch_classifier.adversarial_loss(z, batch_index, self.batch_correction_weight)

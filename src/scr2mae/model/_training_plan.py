@@ -22,10 +22,11 @@ class R2MAETrainingPlan(TrainingPlan):
       optimiser argument of scvi-tools' plan (``lr``, ``weight_decay``, ``eps``,
       ``optimizer``, ``reduce_lr_on_plateau``, …) is taken through ``plan_kwargs``.
     * **Metrics cost no host synchronisation per step.** The loss, the per-cell
-      reconstruction loss and the masked fraction are summed in device tensors each step and
-      logged once per epoch as ``train_loss``, ``reconstruction_loss_train``, ``elbo_train``
-      and ``masked_fraction_train`` (``…_validation`` and ``validation_loss`` for the
-      validation set); with ``on_step=True`` the step loss is logged every
+      reconstruction loss and the module's scalar extra metrics (the masked fraction, a
+      batch-correction term) are summed in device tensors each step and logged once per epoch
+      as ``train_loss``, ``reconstruction_loss_train``, ``elbo_train``,
+      ``masked_fraction_train`` and ``batch_correction_loss_train`` (``…_validation`` and
+      ``validation_loss`` for the validation set); with ``on_step=True`` the step loss is logged every
       ``log_every_n_steps`` steps (a Lightning trainer argument of ``train()``).
     * **Schedule length from Lightning.** A step-dependent masking schedule without
       ``total_steps`` gets ``trainer.estimated_stepping_batches`` when fitting starts, so it
@@ -59,6 +60,7 @@ class R2MAETrainingPlan(TrainingPlan):
             module, optimizer=optimizer, lr=lr, weight_decay=weight_decay, eps=eps, **kwargs
         )
         self._sums: dict[str, torch.Tensor] = {}
+        self._extra_names: list[str] = []
 
     # ------------------------------------------------------------------ schedule
     def on_fit_start(self) -> None:
@@ -71,33 +73,39 @@ class R2MAETrainingPlan(TrainingPlan):
     # ------------------------------------------------------------------ metrics
     def _accumulate(self, mode: str, loss_output) -> None:
         n = float(loss_output.n_obs_minibatch)
-        values = {
-            "loss": loss_output.loss.detach() * n,
-            "reconstruction": loss_output.reconstruction_loss_sum.detach(),
-            "masked_fraction": loss_output.extra_metrics["masked_fraction"].detach() * n,
+        # every scalar extra metric of the module (the masked fraction, a batch-correction
+        # term) is averaged over the epoch's cells like the loss
+        extras = {
+            name: value.detach().float()
+            for name, value in loss_output.extra_metrics.items()
+            if torch.is_tensor(value) and value.dim() == 0
         }
         sums = self._sums.get(mode)
         if sums is None:
-            sums = torch.zeros(4, device=loss_output.loss.device)
+            self._extra_names = list(extras)
+            sums = torch.zeros(3 + len(extras), device=loss_output.loss.device)
             self._sums[mode] = sums
-        sums[0] += values["loss"]
-        sums[1] += values["reconstruction"]
-        sums[2] += values["masked_fraction"]
-        sums[3] += n
+        sums[0] += loss_output.loss.detach() * n
+        sums[1] += loss_output.reconstruction_loss_sum.detach()
+        sums[2] += n
+        for i, name in enumerate(self._extra_names):
+            if name in extras:
+                sums[3 + i] += extras[name] * n
 
     def _log_epoch(self, mode: str) -> None:
         sums = self._sums.pop(mode, None)
         if sums is None:
             return
-        n = sums[3].clamp_min(1.0)
+        n = sums[2].clamp_min(1.0)
         loss_name = "train_loss" if mode == "train" else "validation_loss"
         recon = sums[1] / n
         metrics = {
             loss_name: sums[0] / n,
             f"reconstruction_loss_{mode}": recon,
             f"elbo_{mode}": recon,  # no KL term: scvi-tools' monitors read this name
-            f"masked_fraction_{mode}": sums[2] / n,
         }
+        for i, name in enumerate(self._extra_names):
+            metrics[f"{name}_{mode}"] = sums[3 + i] / n
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
 
     def training_step(self, batch, batch_idx):

@@ -1,0 +1,359 @@
+"""Batch integration of R2MAEModel embeddings against scVI, Harmony and PCA, scored with scIB.
+
+    python benchmarks/genomics/singlecell/integration.py --quick
+    python benchmarks/genomics/singlecell/integration.py --datasets baron_mouse synthetic pbmc68k
+
+Every embedding of a dataset is scored with scib-metrics' ``Benchmarker`` (bio conservation,
+batch correction, total; raw scores, no min-max scaling) and with a cross-donor cell-type probe
+(:func:`scr2mae.evaluation.linear_probe`: logistic regression trained on some donors, balanced
+accuracy on the others, averaged over donor splits). Embeddings:
+
+* R2MAE with each ``batch_correction`` (``none`` = the paper, ``decoder_only``,
+  ``adversarial``, ``mmd``), fixed-ratio MAE (mask ratio 0.25), R2MAE + Harmony on its latent;
+* scVI at its defaults and at R2MAE's widths;
+* Harmony on PCA (``scanpy.external.pp.harmony_integrate``) and log-normalised PCA.
+
+Datasets:
+
+* ``baron_mouse``: Baron et al. 2016 mouse pancreas (1,886 cells, 2 donors, 3 libraries, 13
+  cell types, raw UMI counts; batch = library, probe groups = library), read from the PyPI
+  wheel ``came==0.1.13`` (``came/sample_data.zip`` → ``raw-Baron_mouse.h5ad``), fetched with
+  ``pip download`` into ``--cache``;
+* ``synthetic``: :func:`scr2mae.data.synthetic_donor_counts` with a donor shift;
+* ``pbmc68k``: :func:`scr2mae.data.pbmc68k_counts` dealt to 4 pseudo-donors, each with its own
+  gene-wise capture efficiency (binomial thinning of the counts), a real batch shift.
+
+Writes ``scib.csv``, ``probe.csv`` and ``scib.png`` (bio vs batch scatter) under
+``results/integration/<quick|full>/<dataset>/`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BARON_WHEEL = "came==0.1.13"
+BARON_MEMBER = "raw-Baron_mouse.h5ad"
+DATASETS = ("baron_mouse", "synthetic", "pbmc68k")
+METHODS = (
+    "R2MAE",
+    "R2MAE decoder_only",
+    "R2MAE adversarial",
+    "R2MAE mmd",
+    "MAE fixed 0.25",
+    "R2MAE + Harmony",
+    "scVI default",
+    "scVI matched",
+    "Harmony PCA",
+    "PCA",
+)
+
+
+# ---------------------------------------------------------------------------------- data
+def load_baron_mouse(cache: Path):
+    """Baron 2016 mouse pancreas counts from the ``came`` wheel (downloaded once into ``cache``)."""
+    import anndata as ad
+
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / BARON_MEMBER
+    if not target.exists():
+        wheels = sorted(cache.glob("came-0.1.13-*.whl"))
+        if not wheels:
+            cmd = [sys.executable, "-m", "pip", "download", BARON_WHEEL, "--no-deps", "-d"]
+            result = subprocess.run([*cmd, str(cache)], capture_output=True, text=True)
+            wheels = sorted(cache.glob("came-0.1.13-*.whl"))
+            if result.returncode != 0 or not wheels:
+                raise RuntimeError(
+                    f"Could not fetch the Baron mouse pancreas: `pip download {BARON_WHEEL} "
+                    f"--no-deps -d {cache}` failed ({result.stderr.strip()[-300:]}). Download "
+                    f"the wheel by hand into {cache}, or run with --datasets synthetic pbmc68k."
+                )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            inner = zipfile.ZipFile(io.BytesIO(wheel.read("came/sample_data.zip")))
+        member = next(n for n in inner.namelist() if n.endswith(BARON_MEMBER))
+        target.write_bytes(inner.read(member))
+    adata = ad.read_h5ad(target)
+    adata.layers["counts"] = adata.X.copy()
+    adata.obs["batch"] = adata.obs["library"].astype(str).astype("category")
+    adata.obs["cell_type"] = adata.obs["cell_type1"].astype(str).astype("category")
+    adata.obs["probe_group"] = adata.obs["library"].astype(str)
+    return adata
+
+
+def load_synthetic(seed: int = 0):
+    """Six donors with a donor shift on every gene (batch = probe group = donor)."""
+    from scr2mae.data import synthetic_donor_counts
+
+    adata = synthetic_donor_counts(
+        n_donors=6, cells_per_donor=150, n_genes=500, donor_effect=0.4, seed=seed
+    )
+    adata.obs["batch"] = adata.obs["donor_id"].astype(str).astype("category")
+    adata.obs["probe_group"] = adata.obs["donor_id"].astype(str)
+    return adata
+
+
+def load_pbmc68k(n_donors: int = 4, seed: int = 0):
+    """pbmc68k_reduced dealt to pseudo-donors with donor-specific gene capture (thinning)."""
+    from scipy import sparse
+
+    from scr2mae.data import pbmc68k_counts
+
+    adata = pbmc68k_counts()
+    rng = np.random.default_rng(seed)
+    donor = rng.integers(0, n_donors, adata.n_obs)
+    # capture efficiency per donor and gene in (0.2, 1]: a multiplicative shift of expression
+    efficiency = np.clip(np.exp(rng.normal(-0.3, 0.5, (n_donors, adata.n_vars))), 0.2, 1.0)
+    counts = adata.layers["counts"].toarray()
+    thinned = rng.binomial(counts.astype(np.int64), efficiency[donor])
+    empty = thinned.sum(1) == 0
+    thinned[empty] = counts[empty]
+    adata.layers["counts"] = sparse.csr_matrix(thinned.astype(np.int32))
+    adata.obs["batch"] = pd.Categorical([f"pseudo_{d}" for d in donor])
+    adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str).astype("category")
+    adata.obs["probe_group"] = adata.obs["batch"].astype(str)
+    return adata
+
+
+def prepare(adata, n_top_genes: int):
+    """Highly variable genes (per batch, Seurat v3 on counts), log-normalised PCA."""
+    import scanpy as sc
+
+    adata = adata[adata.layers["counts"].sum(1).A1 > 0].copy()
+    sc.pp.filter_genes(adata, min_cells=3)
+    if adata.n_vars > n_top_genes:
+        sc.pp.highly_variable_genes(
+            adata, n_top_genes=n_top_genes, flavor="seurat_v3", layer="counts", batch_key="batch"
+        )
+        adata = adata[:, adata.var["highly_variable"]].copy()
+    adata.X = adata.layers["counts"].astype(np.float32)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=min(50, adata.n_vars - 1))
+    return adata
+
+
+# ---------------------------------------------------------------------------------- models
+def harmony(adata, basis: str, key: str) -> None:
+    """Harmony on ``obsm[basis]`` into ``obsm[key]`` (quietly)."""
+    import scanpy.external as sce
+
+    sce.pp.harmony_integrate(
+        adata, "batch", basis=basis, adjusted_basis=key, verbose=False, random_state=0
+    )
+
+
+def embed(adata, args) -> dict[str, float]:
+    """Fill ``adata.obsm`` with every embedding; return training seconds of each model."""
+    import scvi
+
+    from scr2mae import R2MAEModel
+
+    fit = {
+        "max_epochs": args.epochs,
+        "batch_size": 128,
+        "enable_progress_bar": False,
+        "logger": False,
+        "enable_checkpointing": False,
+    }
+    widths = {"n_hidden": args.n_hidden, "n_latent": args.n_latent}
+    seconds = {}
+    R2MAEModel.setup_anndata(adata, layer="counts", batch_key="batch")
+    r2mae = {
+        "R2MAE": {"batch_correction": "none"},
+        "R2MAE decoder_only": {"batch_correction": "decoder_only"},
+        "R2MAE adversarial": {"batch_correction": "adversarial"},
+        "R2MAE mmd": {"batch_correction": "mmd"},
+        "MAE fixed 0.25": {"mask_strategy": "fixed", "mask_ratio": 0.25},
+    }
+    wanted = set(args.methods)
+    for name, kwargs in r2mae.items():
+        if name not in wanted and not (name == "R2MAE" and "R2MAE + Harmony" in wanted):
+            continue
+        scvi.settings.seed = args.seed
+        start = time.perf_counter()
+        model = R2MAEModel(adata, **widths, **kwargs)
+        model.train(**fit)
+        seconds[name] = time.perf_counter() - start
+        adata.obsm[name] = model.get_latent_representation()
+        print(f"  {name}: {seconds[name]:.0f} s", flush=True)
+    if "R2MAE + Harmony" in wanted:
+        harmony(adata, "R2MAE", "R2MAE + Harmony")
+
+    scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    for name, kwargs in {
+        "scVI default": {},
+        "scVI matched": {**widths, "n_layers": 2},
+    }.items():
+        if name not in wanted:
+            continue
+        scvi.settings.seed = args.seed
+        start = time.perf_counter()
+        model = scvi.model.SCVI(adata, **kwargs)
+        model.train(**fit)
+        seconds[name] = time.perf_counter() - start
+        adata.obsm[name] = model.get_latent_representation()
+        print(f"  {name}: {seconds[name]:.0f} s", flush=True)
+    adata.obsm["PCA"] = adata.obsm["X_pca"]
+    if "Harmony PCA" in wanted:
+        harmony(adata, "X_pca", "Harmony PCA")
+    return seconds
+
+
+# ---------------------------------------------------------------------------------- scores
+def exact_neighbors(X: np.ndarray, k: int):
+    """Exact k nearest neighbours (scikit-learn): no numba compilation, exact on small data."""
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
+
+    distances, indices = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)
+    return NeighborsResults(indices=indices, distances=distances)
+
+
+def scib_table(adata, keys: list[str]) -> pd.DataFrame:
+    """scib-metrics ``Benchmarker`` scores (raw, not min-max scaled), one row per embedding."""
+    from scib_metrics.benchmark import Benchmarker
+
+    bm = Benchmarker(
+        adata,
+        batch_key="batch",
+        label_key="cell_type",
+        embedding_obsm_keys=keys,
+        pre_integrated_embedding_obsm_key="X_pca",
+        n_jobs=1,
+        progress_bar=False,
+    )
+    bm.prepare(neighbor_computer=exact_neighbors)
+    bm.benchmark()
+    table = bm.get_results(min_max_scale=False)
+    table = table.drop(index="Metric Type", errors="ignore").astype(float)
+    return table
+
+
+def probe_table(adata, keys: list[str], n_splits: int) -> pd.DataFrame:
+    """Cross-donor cell-type probe: mean ± sd balanced accuracy over donor splits."""
+    from scr2mae.evaluation import linear_probe
+
+    groups = adata.obs["probe_group"].to_numpy()
+    n_groups = np.unique(groups).size
+    fraction = (n_groups - 1) / n_groups if n_groups <= 3 else 0.5
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    rows = {}
+    for key in keys:
+        scores = [
+            linear_probe(
+                adata.obsm[key],
+                labels,
+                groups,
+                train_fraction=fraction,
+                seed=seed,
+                n_folds=2,
+                Cs=np.logspace(-4, 2, 4),
+                max_iter=300,
+            ).metrics["balanced_accuracy"]
+            for seed in range(n_splits)
+        ]
+        rows[key] = {"probe_bacc": float(np.mean(scores)), "probe_sd": float(np.std(scores))}
+    return pd.DataFrame(rows).T
+
+
+def plot(table: pd.DataFrame, title: str, path: Path) -> None:
+    """Bio conservation against batch correction, one point per embedding."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for name, row in table.iterrows():
+        marker = "o" if name.startswith(("R2MAE", "MAE")) else "s"
+        ax.scatter(row["Batch correction"], row["Bio conservation"], marker=marker, s=50)
+        ax.annotate(
+            name,
+            (row["Batch correction"], row["Bio conservation"]),
+            fontsize=8,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("scIB batch correction")
+    ax.set_ylabel("scIB bio conservation")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def run_dataset(name: str, args) -> pd.DataFrame:
+    """Embed, score and write one dataset; return its combined table."""
+    loaders = {
+        "baron_mouse": lambda: load_baron_mouse(Path(args.cache)),
+        "synthetic": lambda: load_synthetic(args.seed),
+        "pbmc68k": lambda: load_pbmc68k(seed=args.seed),
+    }
+    adata = prepare(loaders[name](), args.n_top_genes)
+    print(
+        f"\n== {name}: {adata.n_obs} cells x {adata.n_vars} genes, "
+        f"{adata.obs['batch'].nunique()} batches, {adata.obs['cell_type'].nunique()} cell types",
+        flush=True,
+    )
+    seconds = embed(adata, args)
+    keys = [m for m in METHODS if m in args.methods]
+    out = Path(args.out) / ("quick" if args.quick else "full") / name
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "embeddings.npz", **{k: adata.obsm[k] for k in keys})
+    table = scib_table(adata, keys)
+    table = table.join(probe_table(adata, keys, args.probe_splits))
+    table["train_s"] = pd.Series(seconds)
+    table.to_csv(out / "scib.csv")
+    plot(
+        table,
+        f"{name} ({'quick' if args.quick else 'full'}, {args.epochs} epochs)",
+        out / "scib.png",
+    )
+    cols = ["Bio conservation", "Batch correction", "Total", "probe_bacc", "probe_sd"]
+    print(table[cols].round(3).to_string(), flush=True)
+    print(f"written to {out}", flush=True)
+    return table
+
+
+def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Run the benchmark; return one table per dataset."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few epochs, fewer genes (CPU)")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--n-top-genes", type=int, default=None)
+    parser.add_argument("--n-hidden", type=int, default=None)
+    parser.add_argument("--n-latent", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--probe-splits", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "scr2mae"))
+    parser.add_argument("--out", default="results/integration")
+    args = parser.parse_args(argv)
+    # quick: CPU-sized; full: the model's default widths and 150 epochs
+    defaults = {"epochs": 150, "n_top_genes": 2000, "n_hidden": 512, "n_latent": 128}
+    if args.quick:
+        defaults = {"epochs": 30, "n_top_genes": 1000, "n_hidden": 128, "n_latent": 32}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    datasets = args.datasets or (["baron_mouse", "synthetic"] if args.quick else list(DATASETS))
+    warnings.filterwarnings("ignore")
+    for logger in ("lightning.pytorch", "lightning", "scvi", "jax", "harmonypy"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    return {name: run_dataset(name, args) for name in datasets}
+
+
+if __name__ == "__main__":
+    main()
