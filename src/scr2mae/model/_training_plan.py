@@ -26,8 +26,8 @@ class R2MAETrainingPlan(TrainingPlan):
       batch-correction term) are summed in device tensors each step and logged once per epoch
       as ``train_loss``, ``reconstruction_loss_train``, ``elbo_train``,
       ``masked_fraction_train`` and ``batch_correction_loss_train`` (``…_validation`` and
-      ``validation_loss`` for the validation set); with ``on_step=True`` the step loss is logged every
-      ``log_every_n_steps`` steps (a Lightning trainer argument of ``train()``).
+      ``validation_loss`` for the validation set); with ``on_step=True`` the step loss is
+      logged every ``log_every_n_steps`` steps (a Lightning trainer argument of ``train()``).
     * **Schedule length from Lightning.** A step-dependent masking schedule without
       ``total_steps`` gets ``trainer.estimated_stepping_batches`` when fitting starts, so it
       ends with training whatever data module, batch size or number of devices is used.
