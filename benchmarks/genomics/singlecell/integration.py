@@ -22,8 +22,8 @@ Datasets:
   wheel ``came==0.1.13`` (``came/sample_data.zip`` → ``raw-Baron_mouse.h5ad``), fetched with
   ``pip download`` into ``--cache``;
 * ``synthetic``: :func:`scr2mae.data.synthetic_donor_counts` with a donor shift;
-* ``pbmc68k``: :func:`scr2mae.data.pbmc68k_counts` dealt to 4 pseudo-donors, each with its own
-  gene-wise capture efficiency (binomial thinning of the counts), a real batch shift.
+* ``pbmc68k``: :func:`scr2mae.data.pbmc68k_batches`, the 700 PBMCs dealt to 4 simulated
+  batches, each with its own gene-wise capture efficiency (binomial thinning of the counts).
 
 Each seed in ``--seeds`` trains every model afresh (the data and the probe splits stay the
 same). Writes ``scib_seed<k>.csv`` per seed, ``scib.csv`` (mean over seeds, with ``*_sd``
@@ -110,22 +110,10 @@ def load_synthetic(seed: int = 0):
 
 
 def load_pbmc68k(n_donors: int = 4, seed: int = 0):
-    """pbmc68k_reduced dealt to pseudo-donors with donor-specific gene capture (thinning)."""
-    from scipy import sparse
+    """pbmc68k_reduced dealt to batches with batch-specific gene capture (binomial thinning)."""
+    from scr2mae.data import pbmc68k_batches
 
-    from scr2mae.data import pbmc68k_counts
-
-    adata = pbmc68k_counts()
-    rng = np.random.default_rng(seed)
-    donor = rng.integers(0, n_donors, adata.n_obs)
-    # capture efficiency per donor and gene in (0.2, 1]: a multiplicative shift of expression
-    efficiency = np.clip(np.exp(rng.normal(-0.3, 0.5, (n_donors, adata.n_vars))), 0.2, 1.0)
-    counts = adata.layers["counts"].toarray()
-    thinned = rng.binomial(counts.astype(np.int64), efficiency[donor])
-    empty = thinned.sum(1) == 0
-    thinned[empty] = counts[empty]
-    adata.layers["counts"] = sparse.csr_matrix(thinned.astype(np.int32))
-    adata.obs["batch"] = pd.Categorical([f"pseudo_{d}" for d in donor])
+    adata = pbmc68k_batches(n_batches=n_donors, seed=seed)
     adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str).astype("category")
     adata.obs["probe_group"] = adata.obs["batch"].astype(str)
     return adata
