@@ -71,7 +71,8 @@ def test_correction_needs_batches(adata):
 
 def test_default_is_plain_and_weights_default(adata):
     assert R2MAEModel(adata, **SMALL).module.batch_correction == "none"
-    for option, weight in (("decoder_only", 0.0), ("adversarial", 0.1), ("mmd", 0.03)):
+    defaults = {"decoder_only": 0.0, "adversarial": 0.1, "mmd": 0.03, "variational": 1.0}
+    for option, weight in defaults.items():
         module = R2MAEModel(adata, **SMALL, batch_correction=option).module
         assert module.batch_correction_weight == weight
     assert (
@@ -83,7 +84,7 @@ def test_default_is_plain_and_weights_default(adata):
 
 
 # ------------------------------------------------------------------------- architecture
-@pytest.mark.parametrize("option", ["decoder_only", "adversarial", "mmd"])
+@pytest.mark.parametrize("option", ["decoder_only", "adversarial", "mmd", "variational"])
 def test_encoder_blind_to_batch_decoder_conditioned(adata, option):
     module = R2MAEModel(adata, **SMALL, batch_correction=option).module.eval()
     x = torch.as_tensor(adata.layers["counts"][:6], dtype=torch.float32)
@@ -106,7 +107,7 @@ def test_encoder_blind_to_batch_decoder_conditioned(adata, option):
 
 
 # ------------------------------------------------------------------------- loss
-@pytest.mark.parametrize("option", ["none", "decoder_only", "adversarial", "mmd"])
+@pytest.mark.parametrize("option", ["none", "decoder_only", "adversarial", "mmd", "variational"])
 def test_masked_reconstruction_loss_path_intact(adata, option):
     torch.manual_seed(0)
     module = R2MAEModel(adata, **SMALL, batch_correction=option).module.train()
@@ -126,13 +127,19 @@ def test_masked_reconstruction_loss_path_intact(adata, option):
     torch.testing.assert_close(out.reconstruction_loss["reconstruction_loss"], expected.sum(1))
     nb_mean = expected.sum() / mask.sum()
     extra = out.extra_metrics
-    if option in ("adversarial", "mmd"):
+    if option in ("adversarial", "mmd", "variational"):
         term = extra["batch_correction_loss"]
         assert term > 0
         torch.testing.assert_close(out.loss, nb_mean + term)
     else:
         assert "batch_correction_loss" not in extra
         torch.testing.assert_close(out.loss, nb_mean)
+    if option == "variational":
+        # the KL of N(mu, s²) from N(0, 1), summed over latent dimensions and cells, over the
+        # same denominator as the NB term (weight 1: the negative ELBO of the masked genes)
+        mu, var = inf["qz"].loc, inf["qz"].scale.pow(2)
+        kl = 0.5 * (mu.pow(2) + var - 1.0 - var.log()).sum()
+        torch.testing.assert_close(extra["batch_correction_loss"], kl / mask.sum())
 
 
 def test_batch_mmd_zero_for_same_distribution_and_grows_with_shift():
@@ -162,6 +169,26 @@ def test_adversary_reverses_the_gradient_reaching_the_latent():
     torch.testing.assert_close(reversed_grad, -0.5 * z.grad)
 
 
+def test_variational_samples_in_training_and_embeds_the_mean(adata):
+    torch.manual_seed(0)
+    model = R2MAEModel(adata, **SMALL, dropout_rate=0.0, batch_correction="variational")
+    module = model.module
+    x = torch.as_tensor(adata.layers["counts"][:10], dtype=torch.float32)
+    batch = torch.zeros(10, 1)
+    module.train()
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    a = module.inference(x, batch_index=batch, mask=mask)
+    b = module.inference(x, batch_index=batch, mask=mask)
+    assert not torch.allclose(a["z"], b["z"])  # a fresh sample each step
+    torch.testing.assert_close(a["qz"].loc, b["qz"].loc)
+    module.eval()
+    c = module.inference(x, batch_index=batch, masking=False)
+    torch.testing.assert_close(c["z"], c["qz"].loc)  # embeddings are the posterior mean
+    # the deterministic options carry no posterior
+    plain = R2MAEModel(adata, **SMALL, batch_correction="mmd").module.eval()
+    assert plain.inference(x, batch_index=batch, masking=False)["qz"] is None
+
+
 # ------------------------------------------------------------------------- behaviour
 def test_correction_reduces_batch_predictability():
     """On donors with a real expression shift, MMD removes most of the donor signal."""
@@ -183,7 +210,7 @@ def test_correction_reduces_batch_predictability():
 
 
 # ------------------------------------------------------------------------- persistence
-@pytest.mark.parametrize("option", ["adversarial", "mmd"])
+@pytest.mark.parametrize("option", ["adversarial", "mmd", "variational"])
 def test_save_load_keeps_option(adata, option, tmp_path):
     model = R2MAEModel(adata, **SMALL, batch_correction=option, batch_correction_weight=0.3)
     model.train(max_epochs=1, batch_size=40, **FIT)
@@ -197,7 +224,7 @@ def test_save_load_keeps_option(adata, option, tmp_path):
     )
 
 
-@pytest.mark.parametrize("option", ["decoder_only", "adversarial", "mmd"])
+@pytest.mark.parametrize("option", ["decoder_only", "adversarial", "variational"])
 def test_load_query_data_with_correction(adata, option):
     model = R2MAEModel(adata, **SMALL, batch_correction=option)
     model.train(max_epochs=1, batch_size=40, **FIT)

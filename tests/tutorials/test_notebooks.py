@@ -21,6 +21,12 @@ MUST_SHOW = {
         "imputed genes; per-cell Pearson r",
         "ValueError:",
     ],
+    "06_batch_integration.ipynb": [
+        "batch_correction: mmd",
+        "Batch correction",
+        "R2MAE none + Harmony",
+        "probe balanced accuracy",
+    ],
 }
 
 

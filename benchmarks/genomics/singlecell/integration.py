@@ -9,7 +9,9 @@ batch correction, total; raw scores, no min-max scaling) and with a cross-donor 
 accuracy on the others, averaged over donor splits). Embeddings:
 
 * R2MAE with each ``batch_correction`` (``none`` = the paper, ``decoder_only``,
-  ``adversarial``, ``mmd``), fixed-ratio MAE (mask ratio 0.25), R2MAE + Harmony on its latent;
+  ``adversarial``, ``mmd``, ``variational``), fixed-ratio MAE (mask ratio 0.25), R2MAE +
+  Harmony on its latent; ``--variants adversarial:0.3 variational:0.5`` adds options at other
+  weights;
 * scVI at its defaults and at R2MAE's widths;
 * Harmony on PCA (``scanpy.external.pp.harmony_integrate``) and log-normalised PCA.
 
@@ -20,10 +22,12 @@ Datasets:
   wheel ``came==0.1.13`` (``came/sample_data.zip`` → ``raw-Baron_mouse.h5ad``), fetched with
   ``pip download`` into ``--cache``;
 * ``synthetic``: :func:`scr2mae.data.synthetic_donor_counts` with a donor shift;
-* ``pbmc68k``: :func:`scr2mae.data.pbmc68k_counts` dealt to 4 pseudo-donors, each with its own
-  gene-wise capture efficiency (binomial thinning of the counts), a real batch shift.
+* ``pbmc68k``: :func:`scr2mae.data.pbmc68k_batches`, the 700 PBMCs dealt to 4 simulated
+  batches, each with its own gene-wise capture efficiency (binomial thinning of the counts).
 
-Writes ``scib.csv``, ``probe.csv`` and ``scib.png`` (bio vs batch scatter) under
+Each seed in ``--seeds`` trains every model afresh (the data and the probe splits stay the
+same). Writes ``scib_seed<k>.csv`` per seed, ``scib.csv`` (mean over seeds, with ``*_sd``
+columns) and ``scib.png`` (bio vs batch scatter of the means) under
 ``results/integration/<quick|full>/<dataset>/`` and prints the tables.
 """
 
@@ -45,11 +49,14 @@ import pandas as pd
 BARON_WHEEL = "came==0.1.13"
 BARON_MEMBER = "raw-Baron_mouse.h5ad"
 DATASETS = ("baron_mouse", "synthetic", "pbmc68k")
+#: R2MAEModel ``batch_correction`` options with a weight (for ``--variants``)
+WEIGHTED_OPTIONS = ("adversarial", "mmd", "variational")
 METHODS = (
     "R2MAE",
     "R2MAE decoder_only",
     "R2MAE adversarial",
     "R2MAE mmd",
+    "R2MAE variational",
     "MAE fixed 0.25",
     "R2MAE + Harmony",
     "scVI default",
@@ -103,22 +110,10 @@ def load_synthetic(seed: int = 0):
 
 
 def load_pbmc68k(n_donors: int = 4, seed: int = 0):
-    """pbmc68k_reduced dealt to pseudo-donors with donor-specific gene capture (thinning)."""
-    from scipy import sparse
+    """pbmc68k_reduced dealt to batches with batch-specific gene capture (binomial thinning)."""
+    from scr2mae.data import pbmc68k_batches
 
-    from scr2mae.data import pbmc68k_counts
-
-    adata = pbmc68k_counts()
-    rng = np.random.default_rng(seed)
-    donor = rng.integers(0, n_donors, adata.n_obs)
-    # capture efficiency per donor and gene in (0.2, 1]: a multiplicative shift of expression
-    efficiency = np.clip(np.exp(rng.normal(-0.3, 0.5, (n_donors, adata.n_vars))), 0.2, 1.0)
-    counts = adata.layers["counts"].toarray()
-    thinned = rng.binomial(counts.astype(np.int64), efficiency[donor])
-    empty = thinned.sum(1) == 0
-    thinned[empty] = counts[empty]
-    adata.layers["counts"] = sparse.csr_matrix(thinned.astype(np.int32))
-    adata.obs["batch"] = pd.Categorical([f"pseudo_{d}" for d in donor])
+    adata = pbmc68k_batches(n_batches=n_donors, seed=seed)
     adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str).astype("category")
     adata.obs["probe_group"] = adata.obs["batch"].astype(str)
     return adata
@@ -173,9 +168,15 @@ def embed(adata, args) -> dict[str, float]:
         "R2MAE decoder_only": {"batch_correction": "decoder_only"},
         "R2MAE adversarial": {"batch_correction": "adversarial"},
         "R2MAE mmd": {"batch_correction": "mmd"},
+        "R2MAE variational": {"batch_correction": "variational"},
         "MAE fixed 0.25": {"mask_strategy": "fixed", "mask_ratio": 0.25},
     }
-    wanted = set(args.methods)
+    for option, weight in args.variants:
+        r2mae[variant_name(option, weight)] = {
+            "batch_correction": option,
+            "batch_correction_weight": weight,
+        }
+    wanted = set(args.methods) | {variant_name(*v) for v in args.variants}
     for name, kwargs in r2mae.items():
         if name not in wanted and not (name == "R2MAE" and "R2MAE + Harmony" in wanted):
             continue
@@ -293,12 +294,27 @@ def plot(table: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def variant_name(option: str, weight: float) -> str:
+    """Method name of an R2MAE ``batch_correction`` option at a given weight."""
+    return f"R2MAE {option} {weight:g}"
+
+
+def parse_variant(text: str) -> tuple[str, float]:
+    """``"adversarial:0.3"`` -> ``("adversarial", 0.3)`` (argparse type)."""
+    option, _, weight = text.partition(":")
+    if option not in WEIGHTED_OPTIONS or not weight:
+        raise argparse.ArgumentTypeError(
+            f"expected OPTION:WEIGHT with OPTION in {WEIGHTED_OPTIONS}, got {text!r}"
+        )
+    return option, float(weight)
+
+
 def run_dataset(name: str, args) -> pd.DataFrame:
-    """Embed, score and write one dataset; return its combined table."""
+    """Embed and score one dataset for every seed, write the tables, return the mean table."""
     loaders = {
         "baron_mouse": lambda: load_baron_mouse(Path(args.cache)),
-        "synthetic": lambda: load_synthetic(args.seed),
-        "pbmc68k": lambda: load_pbmc68k(seed=args.seed),
+        "synthetic": lambda: load_synthetic(0),
+        "pbmc68k": lambda: load_pbmc68k(seed=0),
     }
     adata = prepare(loaders[name](), args.n_top_genes)
     print(
@@ -306,28 +322,44 @@ def run_dataset(name: str, args) -> pd.DataFrame:
         f"{adata.obs['batch'].nunique()} batches, {adata.obs['cell_type'].nunique()} cell types",
         flush=True,
     )
-    seconds = embed(adata, args)
-    keys = [m for m in METHODS if m in args.methods]
     out = Path(args.out) / ("quick" if args.quick else "full") / name
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "embeddings.npz", **{k: adata.obsm[k] for k in keys})
-    table = scib_table(adata, keys)
-    table = table.join(probe_table(adata, keys, args.probe_splits))
-    table["train_s"] = pd.Series(seconds)
-    table.to_csv(out / "scib.csv")
+    cols = ["Bio conservation", "Batch correction", "Total", "probe_bacc", "probe_sd"]
+    tables = []
+    for seed in args.seeds:
+        args.seed = seed
+        print(f"-- seed {seed}", flush=True)
+        seconds = embed(adata, args)
+        keys = [m for m in METHODS if m in args.methods]
+        keys += [variant_name(*v) for v in args.variants]
+        np.savez_compressed(out / f"embeddings_seed{seed}.npz", **{k: adata.obsm[k] for k in keys})
+        table = scib_table(adata, keys)
+        table = table.join(probe_table(adata, keys, args.probe_splits))
+        table["train_s"] = pd.Series(seconds)
+        table.to_csv(out / f"scib_seed{seed}.csv")
+        print(table[cols].round(3).to_string(), flush=True)
+        tables.append(table)
+    stacked = pd.concat(tables)
+    mean = stacked.groupby(level=0, sort=False).mean()
+    if len(tables) > 1:
+        spread = stacked.groupby(level=0, sort=False).std(ddof=1)
+        mean = mean.join(spread[cols[:4]].add_suffix("_sd"))
+    mean.to_csv(out / "scib.csv")
     plot(
-        table,
-        f"{name} ({'quick' if args.quick else 'full'}, {args.epochs} epochs)",
+        mean,
+        f"{name} ({'quick' if args.quick else 'full'}, {args.epochs} epochs, "
+        f"{len(tables)} seed{'s' if len(tables) > 1 else ''})",
         out / "scib.png",
     )
-    cols = ["Bio conservation", "Batch correction", "Total", "probe_bacc", "probe_sd"]
-    print(table[cols].round(3).to_string(), flush=True)
+    shown = cols[:4] + ([f"{c}_sd" for c in cols[:4]] if len(tables) > 1 else ["probe_sd"])
+    print(f"== {name}: mean over seeds {list(args.seeds)}", flush=True)
+    print(mean[shown].round(3).to_string(), flush=True)
     print(f"written to {out}", flush=True)
-    return table
+    return mean
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Run the benchmark; return one table per dataset."""
+    """Run the benchmark; return one table (mean over seeds) per dataset."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few epochs, fewer genes (CPU)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
@@ -336,8 +368,16 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("--n-hidden", type=int, default=None)
     parser.add_argument("--n-latent", type=int, default=None)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        type=parse_variant,
+        default=[],
+        metavar="OPTION:WEIGHT",
+        help="extra R2MAE batch_correction options at other weights, e.g. adversarial:0.3",
+    )
     parser.add_argument("--probe-splits", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "scr2mae"))
     parser.add_argument("--out", default="results/integration")
     args = parser.parse_args(argv)

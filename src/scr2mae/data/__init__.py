@@ -2,7 +2,7 @@
 
 from . import _census
 from ._census import *  # noqa: F403 (the names of its __all__)
-from ._datasets import pbmc68k_counts
+from ._datasets import pbmc68k_batches, pbmc68k_counts
 from ._inmemory import InMemoryDataModule, inference_batches
 from ._ondisk import OnDiskDataModule, read_backed
 from ._preprocess import log_normalize, preprocess_counts
@@ -14,6 +14,7 @@ __all__ = [
     "OnDiskDataModule",
     "inference_batches",
     "log_normalize",
+    "pbmc68k_batches",
     "pbmc68k_counts",
     "preprocess_counts",
     "read_backed",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-__all__ = ["pbmc68k_counts"]
+__all__ = ["pbmc68k_batches", "pbmc68k_counts"]
 
 
 def pbmc68k_counts() -> AnnData:
@@ -39,4 +40,49 @@ def pbmc68k_counts() -> AnnData:
     )
     adata.layers["counts"] = sparse.csr_matrix(counts.astype(np.int32))
     adata.obsm["X_umap_scanpy"] = np.asarray(src.obsm["X_umap"])
+    return adata
+
+
+def pbmc68k_batches(n_batches: int = 4, capture_sd: float = 0.5, seed: int = 0) -> AnnData:
+    """:func:`pbmc68k_counts` dealt at random to ``n_batches`` simulated batches.
+
+    The 700 cells come from one experiment, so this adds a batch effect of the kind that
+    separates donors or chemistries: each batch gets its own capture efficiency per gene,
+    ``clip(exp(N(-0.3, capture_sd²)), 0.2, 1)``, and every count is binomially thinned by the
+    efficiency of its batch and gene. Cell types stay independent of the batch, so a
+    well-integrated embedding mixes the batches within each FACS-sorted ``bulk_labels`` group.
+    Cells left with no counts keep their original ones.
+
+    Parameters
+    ----------
+    n_batches
+        Number of batches (at least 2).
+    capture_sd
+        Spread of the log capture efficiencies across genes and batches (0: no batch effect).
+    seed
+        Seed of the batch assignment and of the thinning.
+
+    Returns
+    -------
+    A new AnnData as :func:`pbmc68k_counts`, with the thinned counts in
+    ``.layers["counts"]``, ``log1p`` of their counts per 10^4 in ``.X``, and the batch in
+    ``.obs["batch"]`` (categories ``batch_0``, ``batch_1``, ...).
+    """
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int | np.integer) or n_batches < 2:
+        raise ValueError(f"`n_batches` must be an integer >= 2, got {n_batches!r}.")
+    if not np.isfinite(capture_sd) or capture_sd < 0:
+        raise ValueError(f"`capture_sd` must be a finite number >= 0, got {capture_sd!r}.")
+    adata = pbmc68k_counts()
+    rng = np.random.default_rng(seed)
+    batch = rng.integers(0, n_batches, adata.n_obs)
+    log_eff = rng.normal(-0.3, capture_sd, (n_batches, adata.n_vars))
+    efficiency = np.clip(np.exp(log_eff), 0.2, 1.0)
+    counts = adata.layers["counts"].toarray().astype(np.int64)
+    thinned = rng.binomial(counts, efficiency[batch])
+    empty = thinned.sum(1) == 0
+    thinned[empty] = counts[empty]
+    adata.layers["counts"] = sparse.csr_matrix(thinned.astype(np.int32))
+    totals = np.maximum(thinned.sum(1, keepdims=True), 1)
+    adata.X = sparse.csr_matrix(np.log1p(thinned / totals * 1e4).astype(np.float32))
+    adata.obs["batch"] = pd.Categorical([f"batch_{b}" for b in batch])
     return adata

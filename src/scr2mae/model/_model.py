@@ -100,16 +100,20 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
           through a gradient-reversal layer (:func:`scr2mae.masking.multiply_gradient`); the
           encoder learns to make the batch unpredictable;
         * ``"mmd"``: blind encoder plus a Gaussian-kernel maximum mean discrepancy between
-          each batch and the rest of the mini-batch in the latent space.
+          each batch and the rest of the mini-batch in the latent space;
+        * ``"variational"``: blind encoder with a Gaussian posterior; training decodes a
+          sample and adds its KL divergence from N(0, I) per cell (scVI's bottleneck, kept
+          on the masked genes); embeddings are the posterior mean.
 
-        The batch term is added to the masked NB loss, which stays the reconstruction loss
+        The term is added to the masked NB loss, which stays the reconstruction loss
         (computed on masked, measured genes only); the term is logged as
         ``batch_correction_loss``. Every option but ``"none"`` needs at least two batches.
         See the integration benchmark in the documentation for measured scIB scores.
     batch_correction_weight
-        Weight of the batch term of ``"adversarial"`` (the strength of the reversed
-        gradient) and ``"mmd"``; ``None`` gives 0.1 for ``"adversarial"`` and 0.03 for
-        ``"mmd"`` (larger weights, 0.3 and up, collapse the cell-type structure of the code).
+        Weight of the term of ``"adversarial"`` (the strength of the reversed gradient),
+        ``"mmd"`` and ``"variational"`` (the KL weight); ``None`` gives 0.1 for
+        ``"adversarial"``, 0.03 for ``"mmd"`` (larger weights, 0.3 and up, collapse the
+        cell-type structure of the code) and 1 for ``"variational"`` (the ELBO).
     **masking_params
         Parameters of the named strategy, e.g. ``mask_range=(0.1, 0.5)`` for ``"r2mae"`` or
         ``mask_ratio=0.25`` for ``"fixed"``.
@@ -138,7 +142,9 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         mask_strategy: str | RatioSchedule = "r2mae",
         mask_mode: Literal["columns", "exact", "bernoulli"] = "columns",
         input_transform: Literal["log1p", "log1p_cp10k"] = "log1p",
-        batch_correction: Literal["none", "decoder_only", "adversarial", "mmd"] = "none",
+        batch_correction: Literal[
+            "none", "decoder_only", "adversarial", "mmd", "variational"
+        ] = "none",
         batch_correction_weight: float | None = None,
         **masking_params: Any,
     ):

@@ -10,6 +10,7 @@ from scvi.distributions import NegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
+from torch.distributions import Normal, kl_divergence
 
 from .._validation import check_int
 from ..masking import Curriculum, Masker, RatioSchedule, resolve_masking
@@ -80,12 +81,12 @@ class R2MAEModule(BaseModuleClass):
         ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
     batch_correction
         ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (the
-        encoder is blind to the batch), ``"adversarial"`` or ``"mmd"`` (blind encoder plus a
-        batch term on the latent). The batch term
-        is added to the masked NB loss and reported as ``batch_correction_loss``.
+        encoder is blind to the batch), ``"adversarial"``, ``"mmd"`` or ``"variational"``
+        (blind encoder plus a term on the latent: a reversed batch classifier, an MMD between
+        batches, or the KL divergence of a Gaussian posterior). The term is added to the masked
+        NB loss and reported as ``batch_correction_loss``.
     batch_correction_weight
-        Weight of the batch term (the strength of the reversed gradient for
-        ``"adversarial"``).
+        Weight of that term (the strength of the reversed gradient for ``"adversarial"``).
     """
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
@@ -164,6 +165,10 @@ class R2MAEModule(BaseModuleClass):
             **{**common, "n_cat_list": encoder_cats},
         )
         self.encoder_out = nn.Linear(n_hidden, n_latent)
+        # "variational": a second head gives the log-variance of a Gaussian posterior
+        self.encoder_log_var = (
+            nn.Linear(n_hidden, n_latent) if batch_correction == "variational" else None
+        )
         # the decoder reads [z, log library] plus the covariates
         self.px_decoder = FCLayers(
             n_in=n_latent + 1, n_out=n_hidden, n_layers=n_layers_decoder, **common
@@ -226,8 +231,12 @@ class R2MAEModule(BaseModuleClass):
         batch_index: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Latent code of counts ``x`` (no NaN) with the ``hidden`` entries (``True``) zeroed."""
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Latent code of counts ``x`` (no NaN) with the ``hidden`` entries (``True``) zeroed.
+
+        With ``batch_correction="variational"`` the return value is the posterior's mean and
+        log-variance.
+        """
         x_in = x if hidden is None else x.masked_fill(hidden, 0.0)
         if self.input_transform == "log1p_cp10k":
             # scale the visible counts of each cell to 10^4 before the log (optional; the
@@ -235,6 +244,8 @@ class R2MAEModule(BaseModuleClass):
             x_in = x_in / x_in.sum(dim=1, keepdim=True).clamp_min(1.0) * 1e4
         cont = cont_covs.to(x.dtype) if self.n_continuous_cov and cont_covs is not None else None
         h = self.encoder(torch.log1p(x_in), *self._categorical(batch_index, cat_covs), cont=cont)
+        if self.encoder_log_var is not None:
+            return self.encoder_out(h), self.encoder_log_var(h).clamp(-10.0, 10.0)
         return self.encoder_out(h)
 
     @auto_move_data
@@ -267,7 +278,9 @@ class R2MAEModule(BaseModuleClass):
 
         Returns
         -------
-        Dictionary with the latent code ``z``, the observed ``library`` (sum over measured
+        Dictionary with the latent code ``z`` (a posterior sample while training with
+        ``batch_correction="variational"``, its mean otherwise), the posterior ``qz`` (or
+        ``None``), the observed ``library`` (sum over measured
         genes), the training ``mask`` (``None`` when not masking), the ``measured`` entries,
         the covariates, and the mask's ratio, ratio index and step.
         """
@@ -282,8 +295,14 @@ class R2MAEModule(BaseModuleClass):
             (mask, ratio, index), step = self.draw_mask(x.shape[0], x.device)
         hidden = ~is_measured if mask is None else (mask | ~is_measured)
         z = self.encode(x, hidden, batch_index, cont_covs, cat_covs)
+        qz = None
+        if isinstance(z, tuple):
+            # variational bottleneck: decode a sample while training, embed the mean
+            qz = Normal(z[0], torch.exp(0.5 * z[1]))
+            z = qz.rsample() if self.training else qz.loc
         return {
             "z": z,
+            "qz": qz,
             "x": x,
             "library": library,
             "measured": is_measured,
@@ -383,7 +402,7 @@ class R2MAEModule(BaseModuleClass):
     ) -> LossOutput:
         """Mean NB negative log-likelihood over the masked, measured entries (appendix C.8).
 
-        With ``batch_correction`` ``"adversarial"`` or ``"mmd"``, the batch term
+        With ``batch_correction`` ``"adversarial"``, ``"mmd"`` or ``"variational"``, the term
         (:meth:`batch_correction_loss`) is added to the optimised loss; the reconstruction loss
         stays the masked NB term alone, and the batch term is reported as
         ``batch_correction_loss`` in ``extra_metrics``.
@@ -395,6 +414,10 @@ class R2MAEModule(BaseModuleClass):
         extra = {"masked_fraction": mask_f.mean().detach()}
         batch_term = self.batch_correction_loss(inference_outputs)
         if batch_term is not None:
+            if self.batch_correction == "variational":
+                # per-cell KL summed with the masked NLL, over the same denominator: a weight
+                # of 1 makes the loss the negative ELBO of the masked genes per masked entry
+                batch_term = batch_term.sum() / n_masked
             loss = loss + batch_term
             extra["batch_correction_loss"] = batch_term.detach()
         # per-cell sums feed scvi-tools' logged metrics; the optimised loss is the mean above
@@ -411,8 +434,16 @@ class R2MAEModule(BaseModuleClass):
         ``"mmd"``: ``batch_correction_weight`` × the Gaussian-kernel MMD between each batch and
         the rest of the mini-batch in the latent space. ``"adversarial"``: the batch
         classifier's cross-entropy, whose gradient reaches the encoder reversed and multiplied
-        by ``batch_correction_weight``.
+        by ``batch_correction_weight``. ``"variational"``: ``batch_correction_weight`` × the
+        KL divergence of each cell's posterior from N(0, I), per cell (``(cells,)``; the loss
+        divides its sum by the number of scored entries).
         """
+        if self.batch_correction == "variational":
+            qz = inference_outputs.get("qz")
+            if qz is None:
+                return None
+            prior = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+            return self.batch_correction_weight * kl_divergence(qz, prior).sum(dim=-1)
         batch_index = inference_outputs["batch_index"]
         if self.batch_correction not in ("adversarial", "mmd") or batch_index is None:
             return None
