@@ -41,6 +41,8 @@ BATCH_CORRECTIONS = ("none", "decoder_only", "adversarial", "mmd", "variational"
 # probe 0.94, cell-type probe 0.73): MMD weights 0.03 / 0.1 / 0.3 gave donor 0.53 / 0.49 / 0.28
 # and cell type 0.81 / 0.68 / 0.21 (0.3 collapses the code); adversarial weights 0.1 / 0.3 / 1
 # gave donor 0.79 / 0.97 / 1.0 and cell type 0.76 / 0.63 / 0.29 (a strong adversary destabilises)
+# variational: 1 makes the loss the ELBO of the masked genes; on the Baron pancreas 0.3 mixed the
+# batches less (scIB batch 0.713 against 0.757) for the same bio conservation (0.736 against 0.730)
 DEFAULT_WEIGHTS = {
     "none": 0.0,
     "decoder_only": 0.0,
