@@ -7,6 +7,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from ._preprocess import log_normalize
+
 __all__ = ["pbmc68k_batches", "pbmc68k_counts"]
 
 
@@ -82,7 +84,6 @@ def pbmc68k_batches(n_batches: int = 4, capture_sd: float = 0.5, seed: int = 0) 
     empty = thinned.sum(1) == 0
     thinned[empty] = counts[empty]
     adata.layers["counts"] = sparse.csr_matrix(thinned.astype(np.int32))
-    totals = np.maximum(thinned.sum(1, keepdims=True), 1)
-    adata.X = sparse.csr_matrix(np.log1p(thinned / totals * 1e4).astype(np.float32))
+    adata.X = log_normalize(adata.layers["counts"])
     adata.obs["batch"] = pd.Categorical([f"batch_{b}" for b in batch])
     return adata
