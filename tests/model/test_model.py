@@ -85,7 +85,7 @@ def test_training_shapes_and_outputs(trained, adata):
     expr = trained.get_normalized_expression()
     assert isinstance(expr, pd.DataFrame) and expr.shape == (adata.n_obs, adata.n_vars)
     np.testing.assert_allclose(expr.sum(1).to_numpy(), 1.0, rtol=1e-4)
-    observed = trained.get_normalized_expression(library_size="observed", return_numpy=True)
+    observed = trained.get_normalized_expression(library_size="latent", return_numpy=True)
     lib = np.asarray(adata.layers["counts"].sum(1)).ravel()
     np.testing.assert_allclose(observed.sum(1), lib, rtol=1e-4)
 

@@ -250,7 +250,7 @@ def test_library_of_cells_with_unmeasured_genes_is_estimated(reference, query):
     true_library = np.asarray(query.layers["counts"].sum(1)).ravel()
     observed = np.asarray(query.layers["counts"][:, keep].sum(1)).ravel()
     estimated = reference.get_normalized_expression(
-        prepared, library_size="observed", return_numpy=True
+        prepared, library_size="latent", return_numpy=True
     ).sum(1)
     # the observed sum misses about half the counts; the estimate recovers most of the full
     # library, better than scaling by the fraction of genes measured
@@ -261,14 +261,14 @@ def test_library_of_cells_with_unmeasured_genes_is_estimated(reference, query):
     reference.module.estimate_unmeasured_library = False
     try:
         plain = reference.get_normalized_expression(
-            prepared, library_size="observed", return_numpy=True
+            prepared, library_size="latent", return_numpy=True
         ).sum(1)
     finally:
         reference.module.estimate_unmeasured_library = True
     np.testing.assert_allclose(plain, observed, rtol=1e-4)
     # with every gene measured the estimate is the observed library itself
     full = R2MAEModel.prepare_query_anndata(query, reference)
-    lib = reference.get_normalized_expression(full, library_size="observed", return_numpy=True)
+    lib = reference.get_normalized_expression(full, library_size="latent", return_numpy=True)
     np.testing.assert_allclose(lib.sum(1), true_library, rtol=1e-4)
 
 
@@ -298,7 +298,7 @@ def test_imputation_returns_every_model_gene(reference, query):
     )
     np.testing.assert_allclose(both, (b0 + b1) / 2, rtol=1e-5, atol=1e-8)
     assert np.abs(b0 - b1).max() > 0
-    with pytest.raises(ValueError, match="transform_batch"):
+    with pytest.raises(ValueError, match="not a valid batch category"):
         reference.get_normalized_expression(prepared, transform_batch="b9")
     with pytest.raises(ValueError, match=r"gene_list.*NOPE"):
         reference.get_normalized_expression(prepared, gene_list=["NOPE"])

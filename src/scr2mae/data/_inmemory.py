@@ -347,6 +347,6 @@ def inference_batches(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     n_obs = adata_manager.adata.n_obs
-    indices = np.arange(n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
+    indices = np.arange(n_obs) if indices is None else np.ascontiguousarray(indices, np.int64)
     tensors = CellTensors(adata_manager).place_for(device)
     return _EpochBatches(tensors, indices, batch_size, False, 0, torch.device(device))

@@ -14,6 +14,7 @@ from ._masks import (
     bernoulli_mask,
     column_mask,
     exact_count_mask,
+    hashed_mask,
     ratio_to_count,
 )
 from ._multipliers import (
@@ -68,6 +69,7 @@ __all__ = [
     "feature_statistics",
     "get_curriculum",
     "get_masking",
+    "hashed_mask",
     "multiply_gradient",
     "normalise_strategy_name",
     "ratio_to_count",

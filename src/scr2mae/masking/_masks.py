@@ -21,6 +21,7 @@ __all__ = [
     "bernoulli_mask",
     "column_mask",
     "exact_count_mask",
+    "hashed_mask",
     "ratio_to_count",
 ]
 
@@ -171,6 +172,67 @@ def exact_count_mask(
     k = ratio_to_count(r, n_cols)
     scores = torch.rand(n_rows, n_cols, generator=generator, device=device)
     return _ranks(scores) < k.unsqueeze(1)
+
+
+# splitmix64 constants as signed 64-bit integers (torch has no unsigned int64 arithmetic)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
+
+
+def _mix(h: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (wrap-around products, logical right shifts)."""
+    h = h ^ ((h >> 30) & ((1 << 34) - 1))
+    h = h * _MIX1
+    h = h ^ ((h >> 27) & ((1 << 37) - 1))
+    h = h * _MIX2
+    return h ^ ((h >> 31) & ((1 << 33) - 1))
+
+
+def hashed_mask(
+    x: torch.Tensor, ratios: float | torch.Tensor, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reproducible per-row mask that depends only on each row's values and ``seed``.
+
+    Every row gets one of ``ratios`` and exactly ``round(ratio * n_cols)`` masked entries,
+    both chosen by hashing the row's values. The same row therefore gets the same mask in any
+    mini-batch, in any order, on any device, at any batch size: a validation loss computed at
+    these masks measures the model, not the draw of the masks. No random generator is used and
+    nothing synchronises with the host.
+
+    Parameters
+    ----------
+    x
+        ``(n_rows, n_cols)`` values (counts); NaN entries must be replaced beforehand.
+    ratios
+        One ratio, or a 1-D tensor of ratios that rows are spread over.
+    seed
+        Changes every mask.
+
+    Returns
+    -------
+    The boolean mask ``(n_rows, n_cols)`` (``True`` = masked) and each row's ratio.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"`x` must be 2-D (rows, columns), got shape {tuple(x.shape)}.")
+    n_rows, n_cols = x.shape
+    _check_shape(n_rows, n_cols)
+    table = torch.as_tensor(ratios, dtype=torch.float32).reshape(-1)
+    if table.device.type == "cpu" and (
+        table.numel() == 0 or bool(((table < 0) | (table > 1)).any())
+    ):
+        raise ValueError(f"`ratios` must be one or more values in [0, 1], got {table.tolist()}.")
+    table = table.to(x.device)
+    columns = torch.arange(n_cols, device=x.device, dtype=torch.int64)
+    column_keys = _mix(columns * _GOLDEN + int(seed))
+    bits = x.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    row_keys = _mix((bits * column_keys).sum(dim=1))
+    which = ((_mix(row_keys ^ _GOLDEN) >> 16) & 0xFFFF) % table.numel()
+    row_ratio = table[which]
+    entry = _mix(row_keys.unsqueeze(1) ^ column_keys.unsqueeze(0))
+    scores = ((entry >> 20) & 0xFFFFFF).to(torch.float32)
+    k = ratio_to_count(row_ratio, n_cols)
+    return _ranks(scores) < k.unsqueeze(1), row_ratio
 
 
 _GENERATORS = {"columns": column_mask, "bernoulli": bernoulli_mask, "exact": exact_count_mask}

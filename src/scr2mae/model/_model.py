@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -14,113 +15,95 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import (
-    CategoricalJointObsField,
-    CategoricalObsField,
-    LayerField,
-    NumericalJointObsField,
+from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, NumericalJointObsField
+from scvi.model.base import (
+    ArchesMixin,
+    BaseModelClass,
+    RNASeqMixin,
+    UnsupervisedTrainingMixin,
+    VAEMixin,
 )
-from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
+from scvi.model.base._de_core import _de_core
 
 from .._validation import check_count_matrix, check_obs_keys
 from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
-from ..masking import (
-    Curriculum,
-    RatioSchedule,
-    resolve_masking,
-)
+from ..masking import Curriculum, RatioSchedule, resolve_masking
 from . import _hub
 from ._batch_correction import check_batch_correction
 from ._module import R2MAEModule
-from ._query import align_to_genes, gene_identifier_columns
-from ._training_plan import R2MAETrainingPlan
+from ._query import (
+    CountsField,
+    align_to_genes,
+    compare_var_names,
+    gene_identifier_columns,
+    raw_counts_properties,
+    registry_var_names,
+)
+from ._surgery import align_first_layers, category_counts
+from ._training_plan import VALIDATION_METRIC, R2MAETrainingPlan
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["R2MAEModel"]
+__all__ = ["R2MAEModel", "default_max_epochs"]
 
 
-class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+def default_max_epochs(n_obs: int) -> int:
+    """The default number of epochs for ``n_obs`` training cells (see ``R2MAEModel.train``)."""
+    return int(min(400, max(1, round(20000 / n_obs * 400))))
+
+
+class R2MAEModel(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Masked autoencoder for single-cell counts trained with randomly random masking (R2MAE).
 
-    The architecture follows appendix C.8 of the R2MAE paper: an MLP encoder reads ``log1p`` of
-    the masked counts and the batch covariate, an MLP decoder returns negative-binomial
-    parameters (softmax over genes × observed library size, one dispersion per gene), and the
-    loss is the NB negative log-likelihood of the masked genes only. By default the masking
-    ratio of every mini-batch is drawn uniformly from ``mask_range=(0.1, 0.5)``.
+    Appendix C.8 of the R2MAE paper: an MLP encoder reads ``log1p`` of the masked counts (and
+    the covariates), an MLP decoder gives negative-binomial parameters (softmax over genes ×
+    library size, one dispersion per gene), and the loss is the NB negative log-likelihood of
+    the masked genes only. Each mini-batch hides a random gene set at a ratio drawn from
+    ``mask_range=(0.1, 0.5)``. scvi-tools' mixins give the rest: differential expression,
+    posterior predictive samples, likelihood parameters, normalised expression, scArches.
 
-    A trained model serves data measured on other gene panels: a gene that a query did not
-    measure is a *hidden* gene, which is what the model was trained to work with
-    (:meth:`prepare_query_anndata`, then :meth:`get_latent_representation`,
-    :meth:`get_normalized_expression` for imputation, or :meth:`load_query_data` to add new
-    batches and fine-tune).
+    A gene a query did not measure is a *hidden* gene, which the model was trained to work
+    with (:meth:`prepare_query_anndata`). The encoder is deterministic: with ``n_samples > 1``
+    the ``get_*`` methods draw random gene sets to hide at the training ratios, and that is
+    their source of variation (:meth:`R2MAEModule.inference`).
 
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata`. ``None`` (with ``registry``) when
-        training from a custom data module.
+        AnnData registered with :meth:`setup_anndata`; ``None`` (with ``registry``) to train
+        from a custom data module.
     registry
-        Registry of a custom data module (out-of-core training); leave ``None`` otherwise.
-    n_hidden
-        Width of the hidden layers.
-    n_latent
-        Dimension of the latent representation.
-    n_layers
-        Hidden layers of the encoder, at least 1 (the encoder has ``n_layers + 1`` linear
-        layers; 2 gives the paper's 3-layer encoder).
-    n_layers_decoder
-        Hidden layers of the decoder, at least 1 (1 gives the paper's 2-layer decoder).
+        Registry of a custom data module (out-of-core training).
+    n_hidden, n_latent
+        Width of the hidden layers and of the latent code.
+    n_layers, n_layers_decoder
+        Hidden layers of the encoder (2: the paper's 3-layer encoder) and decoder (1).
     dropout_rate
         Dropout after each hidden layer.
     mask_strategy
-        Masking-ratio schedule: a name understood by :func:`scr2mae.masking.resolve_masking`
-        (``"r2mae"``, ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``) or a
-        :class:`~scr2mae.masking.RatioSchedule`. Step-dependent schedules without
-        ``total_steps`` decay over the whole training run. The curriculum strategies of
-        appendix A.3 (``"cl"``, ``"cl_k0"``, ``"r2mae_cl"``, ``"r2mae_cl_k0"``) add learned
-        Sinkhorn loss weights per masking ratio; their parameters are those of
-        :func:`scr2mae.masking.get_curriculum` (paper defaults: warm-up 5000 steps, gradient
-        multiplier +1 → -1 from step 30000 to 120000, ten ratios over ``mask_range=(0.1, 0.5)``,
-        ``mask_ratio=0.25`` for CL). The weights only enter the training loss.
+        A name understood by :func:`scr2mae.masking.resolve_masking` (``"r2mae"``,
+        ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``, or the curricula ``"cl"``,
+        ``"cl_k0"``, ``"r2mae_cl"``, ``"r2mae_cl_k0"`` of appendix A.3) or a
+        :class:`~scr2mae.masking.RatioSchedule`.
     mask_mode
-        ``"columns"`` masks one random gene set per mini-batch (the paper's scheme);
-        ``"exact"`` and ``"bernoulli"`` mask per cell.
+        ``"columns"`` (one gene set per mini-batch, the paper's) or per cell (``"exact"``,
+        ``"bernoulli"``).
     input_transform
-        Encoder input: ``"log1p"`` of the masked counts (the paper's choice) or
-        ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
+        ``"log1p"`` of the masked counts (the paper's) or ``"log1p_cp10k"``.
     batch_correction
-        How the latent code is freed of the batch (``batch_key`` of :meth:`setup_anndata`):
-
-        * ``"none"`` (default, the paper's setting): encoder and decoder both read the batch;
-          the code keeps what linear probes across donors use, batch information included;
-        * ``"decoder_only"``: the encoder is blind to the batch, only the decoder reads it
-          (scVI's arrangement);
-        * ``"adversarial"``: blind encoder plus a batch classifier on the latent code trained
-          through a gradient-reversal layer (:func:`scr2mae.masking.multiply_gradient`); the
-          encoder learns to make the batch unpredictable;
-        * ``"mmd"``: blind encoder plus a Gaussian-kernel maximum mean discrepancy between
-          each batch and the rest of the mini-batch in the latent space;
-        * ``"variational"``: blind encoder with a Gaussian posterior; training decodes a
-          sample and adds its KL divergence from N(0, I) per cell (scVI's bottleneck, kept
-          on the masked genes); embeddings are the posterior mean.
-
-        The term is added to the masked NB loss, which stays the reconstruction loss
-        (computed on masked, measured genes only); the term is logged as
-        ``batch_correction_loss``. Every option but ``"none"`` needs at least two batches.
-        See the integration benchmark in the documentation for measured scIB scores.
+        ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (a
+        batch-blind encoder), or a blind encoder plus a term on the latent:
+        ``"adversarial"`` (a reversed batch classifier), ``"mmd"`` (a kernel MMD between
+        batches) or ``"variational"`` (a Gaussian posterior with its KL divergence, per
+        expected masked gene). Every option but ``"none"`` needs two or more batches and
+        embeds cells of unseen batches zero-shot.
     batch_correction_weight
-        Weight of the term of ``"adversarial"`` (the strength of the reversed gradient),
-        ``"mmd"`` and ``"variational"`` (the KL weight); ``None`` gives 0.1 for
-        ``"adversarial"``, 0.03 for ``"mmd"`` (larger weights, 0.3 and up, collapse the
-        cell-type structure of the code) and 1 for ``"variational"`` (the ELBO).
+        Weight of that term; ``None`` gives 0.1 (adversarial), 0.03 (mmd), 1 (variational).
     **masking_params
-        Parameters of the named strategy, e.g. ``mask_range=(0.1, 0.5)`` for ``"r2mae"`` or
-        ``mask_ratio=0.25`` for ``"fixed"``.
+        Parameters of the strategy, e.g. ``mask_range=(0.1, 0.5)`` or ``mask_ratio=0.25``.
 
     Examples
     --------
-    >>> import scr2mae
     >>> scr2mae.R2MAEModel.setup_anndata(adata, layer="counts", batch_key="donor")
     >>> model = scr2mae.R2MAEModel(adata)
     >>> model.train()
@@ -148,29 +131,18 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_correction_weight: float | None = None,
         **masking_params: Any,
     ):
-        # the layer sizes, dropout, input transform and mask mode are checked by the module
-        # (and the masker), where they are used
         batch_correction, resolved_weight = check_batch_correction(
             batch_correction, batch_correction_weight
         )
         super().__init__(adata, registry)
-        n_batch = self.summary_stats.get("n_batch", 0)
-        if batch_correction != "none" and n_batch < 2:
-            raise ValueError(
-                f"`batch_correction={batch_correction!r}` needs at least 2 batches; the data "
-                f"have {n_batch}. Pass `batch_key` to `setup_anndata`, or use 'none'."
-            )
-        # one resolver for schedules and curricula; a curriculum is rebuilt by the module, so
-        # the module keeps only its name and parameters
         masking = resolve_masking(
             mask_strategy, n_features=self.summary_stats.n_vars, **masking_params
         )
-        curriculum = None
-        schedule = masking
-        if isinstance(masking, Curriculum):
-            curriculum = (mask_strategy, dict(masking_params))
-            schedule = masking.ratios
-
+        # a curriculum is rebuilt by the module from its name and parameters
+        curriculum = (
+            (mask_strategy, dict(masking_params)) if isinstance(masking, Curriculum) else None
+        )
+        schedule = masking.ratios if curriculum else masking
         self._module_kwargs = {
             "n_hidden": n_hidden,
             "n_latent": n_latent,
@@ -194,22 +166,20 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if self._module_init_on_train:
             self.module = None
         else:
-            cat_registry = self.registry["field_registries"].get(REGISTRY_KEYS.CAT_COVS_KEY, {})
-            n_cats_per_cov = cat_registry.get("state_registry", {}).get("n_cats_per_key")
+            n_cats = category_counts(self.registry)[1:]
             self.module = self._module_cls(
                 n_input=self.summary_stats.n_vars,
                 n_batch=self.summary_stats.n_batch,
                 n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
-                n_cats_per_cov=tuple(n_cats_per_cov) if n_cats_per_cov else None,
+                n_cats_per_cov=tuple(n_cats) or None,
                 **self._module_kwargs,
             )
-        # other identifiers of the training genes (e.g. Ensembl IDs beside symbols), so that a
-        # query can be matched on them (`prepare_query_anndata(gene_key=...)`)
+        # other identifiers of the genes (e.g. Ensembl IDs) that a query may be matched on
         self.gene_identifiers_ = gene_identifier_columns(adata.var) if adata is not None else {}
         self.is_query_model_ = False
         self.init_params_ = self._get_init_params(locals())
 
-    # ------------------------------------------------------------------ setup
+    # ------------------------------------------------------------------ data
     @classmethod
     def setup_anndata(
         cls,
@@ -221,43 +191,35 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         continuous_covariate_keys: list[str] | None = None,
         **kwargs,
     ) -> None:
-        """Register an AnnData with raw counts for :class:`R2MAEModel`.
-
-        The counts and the named ``.obs`` columns are checked first; on failure nothing is
-        written to ``adata``. On success scvi-tools' registry entries are added to ``adata``
-        (as for every scvi-tools model); the data themselves are not changed.
+        """Register an AnnData with counts; nothing is written to it if a check fails.
 
         Parameters
         ----------
         adata
-            AnnData with raw (integer, non-negative) counts.
+            AnnData with counts: raw, or non-negative and corrected (e.g. for ambient RNA).
         layer
             Layer holding the counts; ``None`` uses ``adata.X``.
         batch_key
-            ``.obs`` column with the batch (e.g. donor or dataset), fed to encoder and decoder.
+            ``.obs`` column with the batch (donor, dataset).
         labels_key
-            ``.obs`` column with labels; registered for convenience, not used in training.
-        categorical_covariate_keys
-            Extra categorical ``.obs`` columns fed as one-hot covariates.
-        continuous_covariate_keys
-            Extra numeric ``.obs`` columns fed as covariates.
+            ``.obs`` column with labels (registered, not used in training).
+        categorical_covariate_keys, continuous_covariate_keys
+            Extra ``.obs`` columns fed to encoder and decoder.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
         Raises
         ------
         ValueError
-            For a missing layer or column, NaN/inf, negative or non-integer counts, empty
-            cells, or an empty matrix. Genes without counts are accepted (they are measured
-            zeros; a warning says how many). NaN entries are accepted only in an AnnData made by
-            :meth:`prepare_query_anndata`, where they mark unmeasured genes.
+            For a missing layer or column, NaN outside a prepared query, inf, negative or
+            log-normalised values, or empty cells. Genes without counts are accepted.
         """
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
         if kwargs.get("source_registry") is not None:
-            # loading a saved model or a query: the genes must be the model's, in its order
-            _compare_var_names(
-                _registry_var_names(kwargs["source_registry"]), np.asarray(adata.var_names)
+            # a saved model or a query: the genes must be the model's, in its order
+            compare_var_names(
+                registry_var_names(kwargs["source_registry"]), np.asarray(adata.var_names)
             )
         check_obs_keys(
             adata,
@@ -269,7 +231,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         check_count_matrix(adata, layer, where="setup_anndata")
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
-            _CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
@@ -280,40 +242,54 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         cls.register_manager(adata_manager)
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Check a new AnnData (genes, counts, batches) before scvi-tools registers it."""
-        if adata is not None and adata is not self.adata:
-            if not isinstance(adata, AnnData):
-                raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-            _compare_var_names(_registry_var_names(self.registry_), np.asarray(adata.var_names))
-            if self.get_anndata_manager(adata) is None:
-                layer = self.registry_["setup_args"].get("layer")
-                check_count_matrix(adata, layer, where="R2MAEModel")
-                self._check_categories(adata)
-        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        """Check a new AnnData (genes, counts, categories) before scvi-tools registers it.
 
-    def _check_categories(self, adata: AnnData) -> None:
-        """Unseen values of the batch or a categorical covariate: a clear error, early."""
-        fields = self.registry_["field_registries"]
+        A batch-blind encoder accepts batches the model never saw: their cells are embedded
+        zero-shot, and decoding them needs a ``transform_batch`` of the reference.
+        """
+        if adata is None or adata is self.adata:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        compare_var_names(registry_var_names(self.registry_), np.asarray(adata.var_names))
+        if self.get_anndata_manager(adata) is not None:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        check_count_matrix(adata, self.registry_["setup_args"].get("layer"), where="R2MAEModel")
+        if not self._check_categories(adata) or self.adata_manager is None:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        if adata.is_view:
+            adata = adata.copy() if copy_if_view else adata
+        manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
+        self._register_manager_for_instance(manager)
+        return adata
+
+    def _check_categories(self, adata: AnnData) -> bool:
+        """Refuse unseen categories the encoder reads; ``True`` if only unseen batches remain."""
         setup = self.registry_["setup_args"]
-        columns = [(setup.get("batch_key"), fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"])]
-        cat_state = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+        fields = self.registry_["field_registries"]
+        columns = {setup.get("batch_key"): fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]}
+        mappings = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
         for key in setup.get("categorical_covariate_keys") or []:
-            columns.append((key, {"categorical_mapping": cat_state["mappings"][key]}))
-        for key, state in columns:
+            columns[key] = {"categorical_mapping": mappings["mappings"][key]}
+        blind = self.module.batch_correction != "none"
+        unseen_batches = False
+        for key, state in columns.items():
             if key is None or key not in adata.obs.columns:
                 continue
             known = {str(v) for v in state["categorical_mapping"]}
             unseen = sorted({str(v) for v in adata.obs[key].unique()} - known)
-            if unseen:
+            if unseen and blind and key == setup.get("batch_key"):
+                unseen_batches = True
+            elif unseen:
                 raise ValueError(
                     f"`.obs[{key!r}]` has value(s) the model was not trained on: {unseen[:5]}. "
-                    "The model has no weights for them. Add them with "
-                    "`R2MAEModel.load_query_data(adata, model)` (new batch weights, reference "
-                    "weights frozen), then `train()` on the query; or set the column to a "
-                    f"training value ({sorted(known)[:5]}) to borrow that batch's encoding."
+                    "The model has no weights for them: add them with "
+                    "`R2MAEModel.load_query_data(adata, model)` and `train()` on the query, set "
+                    f"the column to a training value ({sorted(known)[:5]}), or train with a "
+                    "batch-blind encoder (`batch_correction` other than 'none')."
                 )
+        return unseen_batches
 
-    # ------------------------------------------------------------------ query data
     @classmethod
     def prepare_query_anndata(
         cls,
@@ -324,59 +300,30 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         layer: str | Literal["auto"] | None = "auto",
         nan_as_unmeasured: bool = False,
     ) -> AnnData:
-        """Align a query to the model's genes; genes the query lacks become *unmeasured*.
+        """A new AnnData with the model's genes in its order; genes the query lacks are unmeasured.
 
-        Returns a new AnnData whose genes are the model's, in the model's order:
-
-        * query genes the model does not know are dropped (the number is logged);
-        * model genes the query did not measure are stored as NaN in the counts, per cell, and
-          the model treats them exactly as masked genes in training: hidden from the encoder,
-          never in a loss or score, predicted by :meth:`get_normalized_expression`;
-        * measured genes keep their counts; genes measured without any counts are ordinary
-          zeros.
-
-        ``.obs`` and ``.obsm`` are copied, ``.obs["scr2mae_n_measured_genes"]`` gives the number
-        of model genes measured in each cell, ``.var["measured_in_query"]`` flags the genes the
-        query has, and ``.uns["scr2mae_query"]`` summarises the alignment. The counts go to the
-        layer the model was set up with (``.X`` if none). The query itself is not modified.
-
-        A query made of several panels works: prepare each panel and concatenate the results
-        (``anndata.concat``), or concatenate the raw panels with NaN for genes a panel lacks
-        (``anndata.concat(..., join="outer", fill_value=np.nan)``) and pass
-        ``nan_as_unmeasured=True``.
+        Query genes the model does not know are dropped; model genes the query did not measure
+        are NaN in the counts and are treated as hidden genes (never in a loss or a score,
+        predicted by the decoder). ``.obs``/``.obsm`` are copied, ``.obs[
+        "scr2mae_n_measured_genes"]`` counts each cell's measured model genes and
+        ``.var["measured_in_query"]`` flags them. Several panels: prepare each and concatenate,
+        or concatenate raw panels with NaN fill and pass ``nan_as_unmeasured=True``.
 
         Parameters
         ----------
         adata
-            Query AnnData with raw counts.
+            Query with counts; not modified.
         reference
-            A trained :class:`R2MAEModel` or the folder it was saved to.
+            A trained model or its folder.
         gene_key
-            ``.var`` column of the query to match on (e.g. Ensembl IDs); ``None`` matches
-            ``var_names``. If the model's training data had a ``.var`` column of that name (the
-            model keeps every unique text column of its training ``.var``), the values are
-            matched against it, else against the model's gene names.
+            ``.var`` column of the query to match on (e.g. Ensembl IDs), matched against the
+            model's column of that name if its training data had one, else its gene names.
         min_gene_overlap
-            Least overlap with the model's genes: a fraction of the model's genes (float) or a
-            number of genes (int). The model was trained with up to ``p_max`` of its genes hidden
-            (50 % by default); it still works beyond that, less well.
+            Least overlap: a fraction of the model's genes (float) or a number of genes (int).
         layer
-            Layer of the query with the counts: ``"auto"`` takes the layer the model was set up
-            with if the query has it, else ``.X``; ``None`` is ``.X``.
+            Query layer with the counts; ``"auto"`` takes the model's layer if present.
         nan_as_unmeasured
-            Read NaN entries of the query's counts as "not measured in this cell" instead of
-            refusing them.
-
-        Returns
-        -------
-        The aligned AnnData, ready for :meth:`get_latent_representation` and the other methods
-        (or :meth:`load_query_data`).
-
-        Raises
-        ------
-        ValueError
-            For too little overlap (with the numbers and examples), duplicated gene identifiers,
-            an unknown ``gene_key`` or layer, or counts that are not raw counts.
+            Read NaN entries as "not measured in this cell" instead of refusing them.
         """
         model = cls._as_model(reference)
         model_layer = model.registry_["setup_args"].get("layer")
@@ -389,7 +336,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
         return align_to_genes(
             adata,
-            _registry_var_names(model.registry_),
+            registry_var_names(model.registry_),
             model_identifiers=model.gene_identifiers_,
             layer=layer,
             out_layer=model_layer,
@@ -415,73 +362,50 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata: AnnData,
         reference_model: str | os.PathLike | R2MAEModel,
         unfrozen: bool = False,
-        freeze_dropout: bool = False,
-        freeze_expression: bool = True,
-        freeze_batchnorm_encoder: bool = True,
         freeze_batchnorm_decoder: bool = True,
-        accelerator: str = "auto",
-        device: int | str = "auto",
         **kwargs,
     ) -> R2MAEModel:
-        """A model for a query with new batches, initialised from a reference (scArches).
+        """A model for a query with new batches or categories, from a reference (scArches).
 
-        Follows :meth:`scvi.model.base.ArchesMixin.load_query_data`: the query's batch values
-        that the reference did not see get new covariate weights in the first layers of the
-        encoder and decoder; every reference weight stays frozen unless ``unfrozen=True``, and
-        :meth:`train` then fits the new weights on the query with the masked loss (unmeasured
-        genes stay hidden and out of the loss). Training a query model uses no weight decay
-        unless ``plan_kwargs`` set it, so frozen weights stay exactly as in the reference.
+        :meth:`scvi.model.base.ArchesMixin.load_query_data`, with the first-layer weights
+        realigned so that every reference weight reads its own covariate column (scvi-tools
+        appends new columns at the end, where ``FCLayers`` reads other covariates) and, unless
+        ``unfrozen``, only the columns of new categories trainable: a query of known categories
+        embeds exactly as before and leaves every reference weight unchanged. Frozen batch-norm
+        layers keep their running statistics (the decoder's too, by default). A query model
+        trains without weight decay unless ``plan_kwargs`` set it.
 
         Parameters
         ----------
         adata
-            Query aligned with :meth:`prepare_query_anndata` (the model's genes, in order).
+            Query aligned with :meth:`prepare_query_anndata`.
         reference_model
-            The trained reference model, or the folder it was saved to.
+            The trained reference or its folder.
         unfrozen
-            Train every weight (full fine-tuning) instead of the new batch weights only.
-        freeze_dropout
-            Turn dropout off while training the query.
-        freeze_expression
-            Keep the first encoder layer's gene weights frozen (only its batch columns learn).
-        freeze_batchnorm_encoder, freeze_batchnorm_decoder
-            Keep the batch-norm weights and running statistics of the encoder / decoder frozen.
-            (scvi-tools trains the decoder's by default; here the reference stays exact.)
-        accelerator, device
-            Where to put the model.
+            Train every weight (full fine-tuning).
+        freeze_batchnorm_decoder
+            Keep the decoder's batch norm frozen (scvi-tools' default trains it).
         **kwargs
             Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
-
-        Returns
-        -------
-        A new, untrained :class:`R2MAEModel` for the query.
         """
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-        if not isinstance(reference_model, cls | str | os.PathLike):
-            raise TypeError(
-                f"`reference_model` must be an {cls.__name__} or a saved-model folder, "
-                f"got {type(reference_model).__name__}."
-            )
         reference = cls._as_model(reference_model)  # read a saved folder once
         reference_state = reference.module.state_dict()
         with warnings.catch_warnings():
-            # var names were compared exactly by setup_anndata (source_registry) already
+            # the genes were compared exactly by setup_anndata (source_registry)
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
             model = super().load_query_data(
                 adata=adata,
                 reference_model=reference,
-                accelerator=accelerator,
-                device=device,
                 unfrozen=unfrozen,
-                freeze_dropout=freeze_dropout,
-                freeze_expression=freeze_expression,
-                freeze_batchnorm_encoder=freeze_batchnorm_encoder,
                 freeze_batchnorm_decoder=freeze_batchnorm_decoder,
                 **kwargs,
             )
-        if not unfrozen:
-            _freeze_reference_columns(model.module, reference_state)
+        align_first_layers(
+            model.module, reference_state, category_counts(reference.registry_), unfrozen
+        )
+        model.module.freeze_batchnorm(not unfrozen)
         model.is_query_model_ = not unfrozen
         return model
 
@@ -498,40 +422,27 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ):
         """Train the model.
 
-        Optimiser settings go through ``plan_kwargs``, as in scvi-tools. The defaults are the
-        paper's Adam values, :data:`scr2mae.model.PAPER_OPTIMIZER` (``lr=1e-3``,
-        ``weight_decay=1e-4``, ``eps=1e-8``); e.g. ``plan_kwargs={"lr": 2e-3}``. A query model
-        of :meth:`load_query_data` trains without weight decay unless ``plan_kwargs`` set it,
-        so that frozen reference weights stay exactly as they were.
-
         Parameters
         ----------
         max_epochs
-            Number of passes over the data; defaults to
-            ``min(400, round(20000 / n_cells × 400))``.
+            Passes over the data; defaults to :func:`default_max_epochs` of the cell count.
         batch_size
-            Mini-batch size (the paper used 400 on atlases of millions of cells; see the
-            learning-rate guidance for large batches in the documentation's benchmarks).
+            Mini-batch size (the paper used 400 on atlases; see the large-batch guidance).
         train_size
-            Fraction of cells used for training; the rest is the validation set.
+            Fraction of cells trained on; the rest is the validation set.
         early_stopping
-            Stop when the validation loss stops improving.
+            Stop when ``masked_nll_validation`` (the NB loss per masked entry at fixed
+            validation masks) stops improving.
         data_loader
-            How mini-batches are made. ``"in_memory"``: the counts become torch tensors once
-            and rows are gathered per step (:class:`scr2mae.data.InMemoryDataModule`, the
-            default for an AnnData in memory). ``"on_disk"``: contiguous chunks of a backed
-            AnnData are read and shuffled within a buffer
-            (:class:`scr2mae.data.OnDiskDataModule`, the default for a backed AnnData).
-            ``"scvi"``: scvi-tools' ``DataSplitter`` and ``AnnDataLoader``. ``"auto"`` picks
-            by the AnnData, or uses ``datamodule`` when one is given.
+            ``"in_memory"`` (:class:`scr2mae.data.InMemoryDataModule`), ``"on_disk"``
+            (:class:`scr2mae.data.OnDiskDataModule`, for a backed AnnData), ``"scvi"``
+            (scvi-tools' loaders) or ``"auto"``.
         plan_kwargs
-            Arguments of :class:`~scr2mae.model.R2MAETrainingPlan` (those of
-            :class:`scvi.train.TrainingPlan`: ``lr``, ``weight_decay``, ``eps``,
-            ``optimizer``, ``reduce_lr_on_plateau``, …).
+            Arguments of :class:`~scr2mae.model.R2MAETrainingPlan`; defaults are the paper's
+            Adam settings (:data:`scr2mae.model.PAPER_OPTIMIZER`).
         **kwargs
-            Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and the Lightning
-            trainer (e.g. ``accelerator``, ``devices``, ``strategy="ddp"``, ``precision``,
-            ``datamodule``, ``log_every_n_steps``, ``enable_progress_bar``).
+            Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and Lightning
+            (``accelerator``, ``devices``, ``precision``, ``datamodule``, …).
         """
         if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
             raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
@@ -545,28 +456,21 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if plan_kwargs is not None and not isinstance(plan_kwargs, dict):
             raise TypeError(f"`plan_kwargs` must be a dict, got {type(plan_kwargs).__name__}.")
         plan = dict(plan_kwargs or {})
-        if getattr(self, "is_query_model_", False):
-            # weight decay would move the frozen reference weights (load_query_data)
-            plan.setdefault("weight_decay", 0.0)
+        if self.is_query_model_:
+            plan.setdefault("weight_decay", 0.0)  # decay would move frozen reference weights
         datamodule = kwargs.pop("datamodule", None)
         if datamodule is not None and data_loader != "auto":
             raise ValueError("give either `datamodule` or `data_loader`, not both.")
         made_here = datamodule is None and data_loader != "scvi"
         if made_here:
             datamodule = self._make_datamodule(data_loader, batch_size, train_size, kwargs)
-        n_obs = (
-            datamodule.n_obs
-            if datamodule is not None and hasattr(datamodule, "n_obs")
-            else (self.adata.n_obs if self.adata is not None else None)
-        )
+        n_obs = getattr(datamodule, "n_obs", None) or (self.adata.n_obs if self.adata else None)
         if max_epochs is None:
             if n_obs is None:
                 raise ValueError("`max_epochs` must be given when training from a data module.")
-            max_epochs = int(min(400, max(1, round(20000 / n_obs * 400))))
-        if datamodule is not None:
-            kwargs["datamodule"] = datamodule
-        else:
-            kwargs["train_size"] = train_size
+            max_epochs = default_max_epochs(n_obs)
+        kwargs.update({"datamodule": datamodule} if datamodule else {"train_size": train_size})
+        kwargs.setdefault("early_stopping_monitor", VALIDATION_METRIC)
         out = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
@@ -581,7 +485,7 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return out
 
     def _make_datamodule(self, data_loader, batch_size, train_size, kwargs):
-        """The in-memory or on-disk data module for ``train()`` (``None``: scvi-tools')."""
+        """The in-memory or on-disk data module for ``train()``."""
         if self.adata is None:
             raise ValueError(
                 "a model without an AnnData trains from a `datamodule` (e.g. "
@@ -596,26 +500,16 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "shuffle_set_split": kwargs.pop("shuffle_set_split", True),
         }
         for unused in ("load_sparse_tensor", "datasplitter_kwargs"):
-            if kwargs.get(unused):
+            if kwargs.pop(unused, None):
                 raise ValueError(f"`{unused}` is an option of data_loader='scvi' only.")
-            kwargs.pop(unused, None)
         backed = is_on_disk(self.adata)
-        if data_loader == "auto":
-            data_loader = "on_disk" if backed else "in_memory"
-        if data_loader == "in_memory":
-            if backed:
-                raise ValueError(
-                    "data_loader='in_memory' needs the AnnData in memory; this one is backed "
-                    "(use 'on_disk', or `adata.to_memory()`)."
-                )
-            return InMemoryDataModule(self.adata_manager, batch_size=batch_size, **split)
-        return OnDiskDataModule(self.adata_manager, batch_size=batch_size, **split)
-
-    # ------------------------------------------------------------------ outputs
-    def _loader(self, adata, indices, batch_size):
-        """Unshuffled mini-batches of ``adata`` (validated) on the model's device."""
-        adata = self._validate_anndata(adata)
-        return self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        if data_loader == "in_memory" and backed:
+            raise ValueError(
+                "data_loader='in_memory' needs the AnnData in memory; this one is backed "
+                "(use 'on_disk', or `adata.to_memory()`)."
+            )
+        module_cls = OnDiskDataModule if backed or data_loader == "on_disk" else InMemoryDataModule
+        return module_cls(self.adata_manager, batch_size=batch_size, **split)
 
     def _make_data_loader(
         self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None, **kw
@@ -631,164 +525,72 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
         return inference_batches(manager, indices, batch_size, device=self.device)
 
-    @torch.inference_mode()
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        batch_size: int | None = None,
-        dataloader=None,
-    ) -> np.ndarray:
-        """Embed cells with the encoder applied to their full (unmasked) counts.
+    # ------------------------------------------------------------------ outputs
+    def get_reconstruction_error(self, *args, **kwargs) -> dict[str, float]:
+        """:meth:`scvi.model.base.VAEMixin.get_reconstruction_error` at the validation masks.
 
-        Unmeasured genes of a query (see :meth:`prepare_query_anndata`) reach the encoder as
-        masked genes do in training; nothing needs to be trained on the query.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the model's genes: the training data (default), other cells of the
-            same genes, or a query aligned with :meth:`prepare_query_anndata`.
-        indices
-            Cells to embed; defaults to all.
-        batch_size
-            Cells per forward pass.
-        dataloader
-            Iterable of tensor dictionaries (``"X"``, ``"batch"``, …) to embed instead of
-            ``adata``, e.g. the batches of an out-of-core data module
-            (:func:`scr2mae.data.datamodule_batches`); ``adata``/``indices`` must then be
-            ``None``.
-
-        Returns
-        -------
-        Array ``(n_cells, n_latent)``.
-
-        Raises
-        ------
-        ValueError
-            If the genes are not the model's (align them with :meth:`prepare_query_anndata`),
-            or a batch value was not seen in training (see :meth:`load_query_data`).
+        Each cell hides the genes of its fixed validation mask
+        (:func:`scr2mae.masking.hashed_mask`); ``reconstruction_loss`` is the NB negative
+        log-likelihood per masked, measured entry, averaged over cells (lower is better).
         """
-        if dataloader is not None and (adata is not None or indices is not None):
-            raise ValueError("give either `dataloader` or `adata`/`indices`, not both.")
-        self._check_if_trained(warn=False)
-        self.module.eval()
-        out = []
-        batches = self._loader(adata, indices, batch_size) if dataloader is None else dataloader
-        for tensors in batches:
-            inputs = self.module._get_inference_input(tensors)
-            out.append(self.module.inference(**inputs, masking=False)["z"].cpu())
-        return torch.cat(out).numpy()
-
-    def _batch_codes(self, transform_batch) -> list[int | None]:
-        """Batch codes for ``transform_batch`` (a batch value or a list of them)."""
-        if transform_batch is None:
-            return [None]
-        state = self.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
-        mapping = [str(v) for v in state["categorical_mapping"]]
-        values = (
-            [transform_batch]
-            if isinstance(transform_batch, str) or np.isscalar(transform_batch)
-            else list(transform_batch)
+        return super().get_reconstruction_error(
+            *args, inference_kwargs={"masking": "validation"}, **kwargs
         )
-        if not values:
-            raise ValueError("`transform_batch` must name at least one batch.")
-        unknown = [v for v in values if str(v) not in mapping]
-        if unknown:
-            raise ValueError(
-                f"`transform_batch`: {unknown[:5]} are not batches of the model; "
-                f"its batches are {mapping[:10]}."
-            )
-        return [mapping.index(str(v)) for v in values]
 
-    @torch.inference_mode()
-    def get_normalized_expression(
+    def get_elbo(self, *args, **kwargs) -> float:
+        """:meth:`scvi.model.base.VAEMixin.get_elbo` at the validation masks (see above)."""
+        return super().get_elbo(*args, inference_kwargs={"masking": "validation"}, **kwargs)
+
+    def differential_expression(
         self,
         adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        transform_batch: str | int | Sequence[str | int] | None = None,
-        gene_list: Sequence[str] | None = None,
-        library_size: float | Literal["observed"] = 1.0,
-        return_numpy: bool = False,
+        groupby: str | None = None,
+        group1: list[str] | None = None,
+        group2: str | None = None,
+        idx1: Sequence[int] | Sequence[bool] | str | None = None,
+        idx2: Sequence[int] | Sequence[bool] | str | None = None,
+        mode: Literal["vanilla", "change"] = "vanilla",
+        delta: float = 0.25,
         batch_size: int | None = None,
-    ) -> pd.DataFrame | np.ndarray:
-        """Expression predicted from each cell's measured counts, for every model gene.
+        all_stats: bool = True,
+        batch_correction: bool = False,
+        batchid1: list[str] | None = None,
+        batchid2: list[str] | None = None,
+        fdr_target: float = 0.05,
+        silent: bool = False,
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Differential expression, as :meth:`scvi.model.base.RNASeqMixin.differential_expression`.
 
-        The encoder reads the full counts (unmeasured genes of a query hidden, as masked genes
-        in training) and the decoder predicts every gene, so for a query aligned with
-        :meth:`prepare_query_anndata` the genes it did not measure are imputed.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the model's genes; defaults to the training data.
-        indices
-            Cells to use; defaults to all.
-        transform_batch
-            Decode as if every cell came from this batch (a batch value of the training data);
-            a list averages over those batches. ``None`` uses each cell's own batch.
-        gene_list
-            Genes to return (model gene names); defaults to all.
-        library_size
-            Scale of each cell's output: a number (1 gives proportions over all model genes,
-            1e4 counts per 10k) or ``"observed"`` for the cell's library size. For a cell with
-            unmeasured genes that is the estimated full library (see
-            :class:`~scr2mae.R2MAEModule`).
-        return_numpy
-            Return an array instead of a DataFrame.
-        batch_size
-            Cells per forward pass.
-
-        Returns
-        -------
-        ``(n_cells, n_genes)`` DataFrame indexed by cell and gene names, or an array.
+        The same arguments and computation (scvi-tools' ``_de_core``, uniform weights); the
+        raw-count columns (means, non-zero fractions, normalised means) skip the genes a query
+        cell did not measure, and nothing is written to ``adata``. Sampling ``n_samples > 1``
+        per cell hides random gene sets at the training ratios (see the class notes).
+        ``**kwargs`` go to :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors`.
         """
-        if not (
-            library_size == "observed"
-            or (
-                isinstance(library_size, int | float)
-                and not isinstance(library_size, bool)
-                and library_size > 0
-            )
-        ):
-            raise ValueError(
-                f"`library_size` must be a positive number or 'observed', got {library_size!r}."
-            )
-        genes = pd.Index(_registry_var_names(self.registry_))
-        columns = slice(None)
-        if gene_list is not None:
-            if isinstance(gene_list, str):
-                raise TypeError("`gene_list` must be a list of gene names, not a string.")
-            columns = genes.get_indexer(list(gene_list))
-            if (columns < 0).any():
-                missing = [g for g, c in zip(gene_list, columns, strict=True) if c < 0]
-                raise ValueError(
-                    f"`gene_list`: {len(missing)} gene(s) are not model genes, e.g. {missing[:3]}."
-                )
-            genes = genes[columns]
-        codes = self._batch_codes(transform_batch)
-        self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
-        self.module.eval()
-        out = []
-        for tensors in self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size):
-            inf = self.module.inference(**self.module._get_inference_input(tensors), masking=False)
-            total = 0.0
-            for code in codes:
-                gen = self.module.generative(
-                    **self.module._get_generative_input(tensors, inf, transform_batch=code)
-                )
-                scale = gen["px_scale"]
-                total = total + scale * (gen["library"] if library_size == "observed" else 1.0)
-            values = total / len(codes)
-            if library_size != "observed":
-                values = values * library_size
-            out.append(values[:, columns].cpu())
-        values = torch.cat(out).numpy()
-        if return_numpy:
-            return values
-        obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return pd.DataFrame(values, index=obs_names, columns=genes)
+        model_fn = partial(self.get_normalized_expression, return_numpy=True, batch_size=batch_size)
+        return _de_core(
+            self.get_anndata_manager(adata, required=True),
+            model_fn,
+            None,
+            groupby,
+            group1,
+            group2,
+            idx1,
+            idx2,
+            all_stats,
+            raw_counts_properties,
+            adata.var_names,
+            mode,
+            batchid1,
+            batchid2,
+            delta,
+            batch_correction,
+            fdr_target,
+            silent,
+            **kwargs,
+        )
 
     @torch.inference_mode()
     def get_reconstruction_score(
@@ -799,40 +601,13 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         seed: int = 0,
         batch_size: int | None = None,
     ) -> float | pd.Series:
-        """Masked-gene reconstruction score (the metric of the paper's Tables 7–8).
+        """Masked-gene reconstruction score of the paper's Tables 7–8.
 
-        For each cell, ``round(mask_ratio × n_genes)`` genes are hidden at random (a seeded,
-        per-cell draw that depends only on ``seed`` and the data order, so different models see
-        the same masks), the model predicts them from the rest, and the Pearson correlation
-        between predicted and observed log-normalised expression (``log1p(counts / library ×
-        1e4)``) over the hidden genes is computed. The score is the mean over cells; cells
-        whose hidden genes are all equal (correlation undefined) are left out. In a query with
-        unmeasured genes, those stay hidden and are never scored; proportions are taken over
-        each cell's measured genes.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the model's genes; defaults to the training data (pass the held-out
-            cells with ``indices`` to score the validation set).
-        indices
-            Cells to score.
-        mask_ratio
-            One ratio, or several (default ``0.1, 0.2, 0.3, 0.5, 0.7``).
-        seed
-            Seed of the masks.
-        batch_size
-            Cells per forward pass.
-
-        Returns
-        -------
-        A float for one ratio, else a Series indexed by ratio.
-
-        Notes
-        -----
-        This is :func:`scr2mae.evaluation.masked_reconstruction_score` with
-        :func:`scr2mae.evaluation.r2mae_predictor`, so other models can be scored on the same
-        masks.
+        :func:`scr2mae.evaluation.masked_reconstruction_score` with
+        :func:`scr2mae.evaluation.r2mae_predictor`: per cell, ``round(mask_ratio × n_genes)``
+        seeded random genes are hidden and the Pearson correlation of predicted and observed
+        log-normalised expression over them is averaged over cells. Unmeasured genes are never
+        scored. Returns a float for one ratio, else a Series indexed by ratio.
         """
         from scvi import settings
 
@@ -861,59 +636,29 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         reference_cells: int = 1000,
         training_data: str | None = None,
         metrics: dict[str, float] | None = None,
-        save_kwargs: dict | None = None,
-        **anndata_write_kwargs,
+        **kwargs,
     ) -> None:
-        """Save the model, ready to share on the scvi-tools hub.
+        """Save the model, ready for the scvi-tools hub.
 
-        Besides scvi-tools' ``model.pt``, the folder gets what :class:`scvi.hub.HubModel`
-        reads: ``_scvi_required_metadata.json`` (with ``model_parent_module="scr2mae"``) and a
-        model card ``README.md`` describing the training data, the genes, the masking and the
-        measured scores; and, unless ``save_anndata``, an ``adata.h5ad`` with a random sample
-        of ``reference_cells`` training cells (their counts and ``.obs``), which lets
-        ``HubModel(folder).model`` load the model offline and serves as a labelled reference
-        for label transfer and joint embeddings.
-
-        Parameters
-        ----------
-        dir_path
-            Folder to write.
-        prefix
-            Prefix of the file names (the hub files are written only without a prefix).
-        overwrite
-            Overwrite an existing folder.
-        save_anndata
-            Save the whole training AnnData instead of a sample.
-        reference_cells
-            Cells in the sample; 0 writes none (then pass ``adata`` to
-            :meth:`scvi.hub.HubModel.load_model`).
-        training_data
-            Text or URL describing the training data, for the model card.
-        metrics
-            Extra measured scores for the model card (name → value).
-        save_kwargs
-            Passed to :func:`torch.save`.
-        **anndata_write_kwargs
-            Passed to :meth:`anndata.AnnData.write_h5ad`.
+        Besides scvi-tools' ``model.pt``, writes :class:`scvi.hub.HubMetadata`, a model card
+        and (unless ``save_anndata``) ``adata.h5ad`` with ``reference_cells`` random training
+        cells, so that ``scvi.hub.HubModel(folder).model`` loads offline and has a labelled
+        reference. ``training_data`` (text or URL) and ``metrics`` (name → value) go into the
+        card; other arguments are :meth:`scvi.model.base.BaseModelClass.save`'s.
         """
         if isinstance(reference_cells, bool) or not isinstance(reference_cells, int):
             raise TypeError(f"`reference_cells` must be an integer, got {reference_cells!r}.")
         if reference_cells < 0:
             raise ValueError(f"`reference_cells` must be >= 0, got {reference_cells}.")
-        super().save(
-            dir_path,
-            prefix=prefix,
-            overwrite=overwrite,
-            save_anndata=save_anndata,
-            save_kwargs=save_kwargs,
-            **anndata_write_kwargs,
-        )
+        super().save(dir_path, prefix, overwrite, save_anndata, **kwargs)
         if prefix:
             return
         sample = None
         if not save_anndata and reference_cells and self.adata is not None:
             sample = _hub.reference_sample(self, reference_cells)
-            sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **anndata_write_kwargs)
+            saving = ("save_kwargs", "legacy_mudata_format", "datamodule")
+            write_kwargs = {k: v for k, v in kwargs.items() if k not in saving}
+            sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **write_kwargs)
         _hub.write_hub_files(
             self,
             dir_path,
@@ -924,89 +669,13 @@ class R2MAEModel(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> R2MAEModel:
-        """Load a saved model; the genes of a given ``adata`` must be the model's, in order.
+        """Load a saved model (:meth:`scvi.model.base.BaseModelClass.load`).
 
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            AnnData to attach (it must have the training genes in the same order; align a
-            query with :meth:`prepare_query_anndata` first). ``None`` loads the AnnData saved
-            in the folder (the whole training data or the reference sample); ``False`` loads
-            the model without data.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
-            ``device``, ``prefix``, ``backup_url``).
-
-        Raises
-        ------
-        ValueError
-            If the genes of ``adata`` differ from the saved model's (checked on what the base
-            class read, before anything is registered).
+        ``adata`` must have the model's genes in its order (else a clear error; align it with
+        :meth:`prepare_query_anndata`); ``None`` loads the AnnData saved with the model and
+        ``False`` loads none.
         """
         with warnings.catch_warnings():
             # the genes are compared exactly, with a clear error, in setup_anndata
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
             return super().load(dir_path, adata=adata, **kwargs)
-
-
-def _freeze_reference_columns(module: torch.nn.Module, reference_state: dict) -> None:
-    """Only the columns of *new* categories learn in the first layers (scArches surgery).
-
-    scvi-tools' hooks leave every covariate column trainable, so a query cell of a batch the
-    reference already had would move that batch's reference weights; here the reference
-    columns are frozen too, and the reference model stays exactly as it was.
-    """
-    params = dict(module.named_parameters())
-    for key, before in reference_state.items():
-        param = params.get(key)
-        if param is None or param.dim() != 2 or param.shape == before.shape:
-            continue
-        if not param.requires_grad:  # frozen whole (e.g. the batch_correction adversary)
-            continue
-        n_reference = before.shape[1]
-
-        def keep_new_columns(grad, n=n_reference):
-            grad = grad.clone()
-            grad[:, :n] = 0
-            return grad
-
-        param.register_hook(keep_new_columns)
-
-
-class _CountsField(LayerField):
-    """Count layer whose values :func:`check_count_matrix` checks (NaN = unmeasured allowed).
-
-    scvi-tools' sampled integer check would warn about the NaN that mark unmeasured genes; the
-    full check runs before registration instead.
-    """
-
-    def validate_field(self, adata: AnnData) -> None:
-        super(LayerField, self).validate_field(adata)
-
-
-def _registry_var_names(registry: dict) -> np.ndarray:
-    """The model's genes, from the registry that scvi-tools saved with it."""
-    state = registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
-    return np.asarray(state["column_names"]).astype(str)
-
-
-def _compare_var_names(reference: np.ndarray, given: np.ndarray) -> None:
-    if reference.shape == given.shape and np.array_equal(reference, given.astype(str)):
-        return
-    ref_set, given_set = set(reference.tolist()), set(given.astype(str).tolist())
-    missing = [g for g in reference.tolist() if g not in given_set]
-    extra = [g for g in given.astype(str).tolist() if g not in ref_set]
-    if not missing and not extra:
-        raise ValueError(
-            "the AnnData has the model's genes in a different order; align it with "
-            "`R2MAEModel.prepare_query_anndata(adata, model)`."
-        )
-    raise ValueError(
-        f"the AnnData's genes do not match the model's: {len(missing)} missing "
-        f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}); the model was "
-        f"trained on {len(reference)} genes, the AnnData has {len(given)}. Align it with "
-        "`R2MAEModel.prepare_query_anndata(adata, model)`, which marks the missing genes as "
-        "unmeasured."
-    )

@@ -13,10 +13,13 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from .._validation import check_int
-from ..masking import Curriculum, Masker, RatioSchedule, resolve_masking
+from ..masking import Curriculum, Masker, RatioSchedule, hashed_mask, resolve_masking
 from ._batch_correction import BatchClassifier, batch_mmd, check_batch_correction
 
-__all__ = ["R2MAEModule"]
+__all__ = ["VALIDATION_RATIOS", "R2MAEModule"]
+
+#: number of fixed ratios the validation masks spread cells over
+VALIDATION_RATIOS = 5
 
 
 class R2MAEModule(BaseModuleClass):
@@ -91,6 +94,8 @@ class R2MAEModule(BaseModuleClass):
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
     estimate_unmeasured_library: bool = True
+    #: the likelihood, as scvi-tools' mixins read it
+    gene_likelihood: str = "nb"
 
     def __init__(
         self,
@@ -183,6 +188,23 @@ class R2MAEModule(BaseModuleClass):
             BatchClassifier(n_latent, n_batch) if batch_correction == "adversarial" else None
         )
 
+    def freeze_batchnorm(self, frozen: bool = True) -> None:
+        """Keep the batch-norm layers that scArches froze in evaluation mode while training.
+
+        Frozen layers (momentum 0, see :meth:`~scr2mae.R2MAEModel.load_query_data`) then
+        normalise with the reference's running statistics and leave every buffer unchanged.
+        """
+        self._frozen_norms = frozen
+
+    def train(self, mode: bool = True):
+        """Set the training mode; frozen batch-norm layers stay in evaluation mode."""
+        super().train(mode)
+        if getattr(self, "_frozen_norms", False):
+            for layer in self.modules():
+                if isinstance(layer, nn.BatchNorm1d) and layer.momentum == 0:
+                    layer.eval()
+        return self
+
     # ------------------------------------------------------------------ covariates
     def _categorical(self, batch_index, cat_covs) -> list[torch.Tensor | None]:
         cats = [batch_index]
@@ -200,18 +222,9 @@ class R2MAEModule(BaseModuleClass):
             "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
-    def _get_generative_input(self, tensors, inference_outputs, transform_batch=None, **kwargs):
-        batch_index = inference_outputs["batch_index"]
-        if transform_batch is not None and batch_index is not None:
-            batch_index = torch.full_like(batch_index, int(transform_batch))
-        return {
-            "z": inference_outputs["z"],
-            "library": inference_outputs["library"],
-            "batch_index": batch_index,
-            "cont_covs": inference_outputs["cont_covs"],
-            "cat_covs": inference_outputs["cat_covs"],
-            "measured": inference_outputs["measured"],
-        }
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        keys = ("z", "library", "batch_index", "cont_covs", "cat_covs", "measured")
+        return {key: inference_outputs[key] for key in keys}
 
     def draw_mask(self, n_rows: int, device: torch.device):
         """Draw a training mask at the current step (and advance the step while training).
@@ -223,6 +236,11 @@ class R2MAEModule(BaseModuleClass):
         if self.training:
             self.mask_step.add_(1)
         return draw, step
+
+    def validation_ratios(self) -> torch.Tensor:
+        """The fixed ratios of the validation masks: five spanning the schedule's range."""
+        low, high = self.masker.schedule.bounds()
+        return torch.linspace(max(low, 0.05), min(high, 0.95), VALIDATION_RATIOS)
 
     def encode(
         self,
@@ -237,16 +255,29 @@ class R2MAEModule(BaseModuleClass):
         With ``batch_correction="variational"`` the return value is the posterior's mean and
         log-variance.
         """
-        x_in = x if hidden is None else x.masked_fill(hidden, 0.0)
+        x_in = x if hidden is None else torch.where(hidden, 0.0, x)
         if self.input_transform == "log1p_cp10k":
             # scale the visible counts of each cell to 10^4 before the log (optional; the
             # paper's encoder reads log1p of the raw masked counts)
-            x_in = x_in / x_in.sum(dim=1, keepdim=True).clamp_min(1.0) * 1e4
+            x_in = x_in / x_in.sum(dim=-1, keepdim=True).clamp_min(1.0) * 1e4
         cont = cont_covs.to(x.dtype) if self.n_continuous_cov and cont_covs is not None else None
         h = self.encoder(torch.log1p(x_in), *self._categorical(batch_index, cat_covs), cont=cont)
         if self.encoder_log_var is not None:
             return self.encoder_out(h), self.encoder_log_var(h).clamp(-10.0, 10.0)
         return self.encoder_out(h)
+
+    def _hidden(self, x, mask, masking, n_samples):
+        """The hidden entries and the mask's ratio, index and step for ``masking``."""
+        ratio = index = step = None
+        if mask is None and masking == "train":
+            (mask, ratio, index), step = self.draw_mask(x.shape[0], x.device)
+        elif mask is None and masking == "validation":
+            mask, ratio = hashed_mask(x, self.validation_ratios())
+        elif mask is None and masking == "sample":
+            # a deterministic encoder's source of variation: the hidden-gene sets of training
+            masks = [self.draw_mask(x.shape[0], x.device)[0].mask for _ in range(n_samples)]
+            mask = torch.stack(masks)
+        return mask, ratio, index, step
 
     @auto_move_data
     def inference(
@@ -255,8 +286,9 @@ class R2MAEModule(BaseModuleClass):
         batch_index: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
+        n_samples: int = 1,
         mask: torch.Tensor | None = None,
-        masking: bool = True,
+        masking: bool | str | None = None,
         measured: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Encode (optionally masked) counts.
@@ -267,39 +299,58 @@ class R2MAEModule(BaseModuleClass):
             Counts, ``(cells, genes)``; NaN marks a gene not measured in that cell.
         batch_index, cont_covs, cat_covs
             Covariates as registered.
+        n_samples
+            Latent samples per cell (a leading sample axis when above 1). A deterministic
+            encoder draws them by hiding random gene sets at the training ratios; the
+            ``"variational"`` encoder samples its posterior.
         mask
-            Boolean mask (``True`` = hidden). If ``None`` and ``masking`` is true, one is drawn
-            from the masking schedule.
+            Boolean mask (``True`` = hidden), used as given.
         masking
-            Whether to mask at all; ``False`` encodes the full input (used for embeddings).
+            Which mask to draw when ``mask`` is ``None``: ``"train"`` (from the schedule),
+            ``"validation"`` (:func:`~scr2mae.masking.hashed_mask` at
+            :meth:`validation_ratios`: the same mask for a cell every time), ``"none"``, or
+            ``None`` for ``"train"`` in training mode and no mask otherwise. ``True`` and
+            ``False`` mean ``"train"`` and ``"none"``.
         measured
             Optional boolean ``(cells, genes)``: ``False`` marks unmeasured entries in addition
             to the NaN entries of ``x``.
 
         Returns
         -------
-        Dictionary with the latent code ``z`` (a posterior sample while training with
-        ``batch_correction="variational"``, its mean otherwise), the posterior ``qz`` (or
-        ``None``), the observed ``library`` (sum over measured
-        genes), the training ``mask`` (``None`` when not masking), the ``measured`` entries,
-        the covariates, and the mask's ratio, ratio index and step.
+        Dictionary with the latent code ``z``, the posterior ``qz`` (a point mass at ``z`` for
+        the deterministic encoder), the observed ``library`` (sum over measured genes), the
+        ``mask`` (``None`` when not masking), the ``measured`` entries, the covariates, and the
+        mask's ratio, ratio index and step.
         """
+        if masking is None:
+            masking = "train" if self.training else "none"
+        masking = {True: "train", False: "none"}.get(masking, masking)
+        if masking not in ("train", "validation", "none"):
+            raise ValueError(f"`masking` must be 'train', 'validation' or 'none', got {masking!r}.")
         x = x.to(torch.float32)
         is_measured = ~torch.isnan(x)
         if measured is not None:
             is_measured = is_measured & measured.to(torch.bool)
         x = torch.where(is_measured, x, torch.zeros_like(x))
         library = x.sum(dim=1, keepdim=True)
-        ratio = index = step = None
-        if mask is None and masking:
-            (mask, ratio, index), step = self.draw_mask(x.shape[0], x.device)
+        sampled = n_samples > 1 and self.encoder_log_var is None and mask is None
+        mask, ratio, index, step = self._hidden(
+            x, mask, "sample" if sampled else masking, n_samples
+        )
         hidden = ~is_measured if mask is None else (mask | ~is_measured)
         z = self.encode(x, hidden, batch_index, cont_covs, cat_covs)
-        qz = None
         if isinstance(z, tuple):
             # variational bottleneck: decode a sample while training, embed the mean
             qz = Normal(z[0], torch.exp(0.5 * z[1]))
-            z = qz.rsample() if self.training else qz.loc
+            if n_samples > 1:
+                z = qz.rsample((n_samples,))
+            else:
+                z = qz.rsample() if self.training else qz.loc
+        else:
+            qz = Normal(z, torch.zeros_like(z), validate_args=False)  # a point mass
+        if z.dim() == 3:
+            library = library.expand(z.shape[0], -1, -1)
+            mask = None if sampled else mask
         return {
             "z": z,
             "qz": qz,
@@ -330,14 +381,28 @@ class R2MAEModule(BaseModuleClass):
         cont_covs: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
         measured: torch.Tensor | None = None,
+        transform_batch: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Decode latent codes into negative-binomial parameters.
 
         ``library`` is the observed sum over the ``measured`` genes; for cells with unmeasured
-        genes it is first scaled to an estimate of the full library (see the class notes). The
-        outputs are ``px_scale`` (expression proportions over all genes), ``px_rate`` (NB means),
-        ``px_r`` (inverse dispersions), the ``library`` used, and ``px`` (the distribution).
+        genes it is first scaled to an estimate of the full library (see the class notes).
+        ``transform_batch`` decodes every cell as if from that batch code. The outputs are
+        ``px_scale`` (expression proportions over all genes), ``px_rate`` (NB means), ``px_r``
+        (inverse dispersions), the ``library`` used, and ``px`` (the distribution).
         """
+        if transform_batch is not None and batch_index is not None:
+            batch_index = torch.full_like(batch_index, int(transform_batch))
+        elif batch_index is not None and not self.training and self.n_batch > 1:
+            # cells of batches the reference never saw (embedded zero-shot by a batch-blind
+            # encoder) have no decoder weights; one host check, outside training only
+            if bool((batch_index >= self.n_batch).any()):
+                raise ValueError(
+                    "some cells are of batches the model was not trained on, and the decoder "
+                    "has no weights for them: pass `transform_batch` (a batch of the "
+                    "reference) to decode them as that batch, or add their batch with "
+                    "`R2MAEModel.load_query_data`."
+                )
         px_scale = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
         if (
             measured is not None
@@ -346,7 +411,7 @@ class R2MAEModule(BaseModuleClass):
         ):
             # share of the predicted expression that falls on the measured genes (detached:
             # the library is data, not a prediction to optimise)
-            coverage = (px_scale.detach() * measured).sum(dim=1, keepdim=True)
+            coverage = (px_scale.detach() * measured).sum(dim=-1, keepdim=True)
             library = library / coverage.clamp_min(1e-6)
             px_scale = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
         px_r = torch.exp(self.px_r)
@@ -356,8 +421,26 @@ class R2MAEModule(BaseModuleClass):
             "px_rate": px_rate,
             "px_r": px_r,
             "library": library,
-            "px": NegativeBinomial(mu=px_rate, theta=px_r),
+            "px": NegativeBinomial(mu=px_rate, theta=px_r, scale=px_scale),
         }
+
+    @torch.inference_mode()
+    def sample(
+        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, generative_kwargs=None
+    ) -> torch.Tensor:
+        """Counts drawn from the NB predicted for each cell, on the CPU.
+
+        Shape ``(cells, genes)``, or ``(cells, genes, n_samples)`` when ``n_samples > 1`` (each
+        sample decodes another latent sample, see :meth:`inference`).
+        """
+        _, generative_outputs = self.forward(
+            tensors,
+            inference_kwargs={"n_samples": n_samples},
+            generative_kwargs=generative_kwargs,
+            compute_loss=False,
+        )
+        samples = generative_outputs["px"].sample()
+        return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()
 
     def masked_nll(
         self,
@@ -402,28 +485,36 @@ class R2MAEModule(BaseModuleClass):
     ) -> LossOutput:
         """Mean NB negative log-likelihood over the masked, measured entries (appendix C.8).
 
-        With ``batch_correction`` ``"adversarial"``, ``"mmd"`` or ``"variational"``, the term
-        (:meth:`batch_correction_loss`) is added to the optimised loss; the reconstruction loss
-        stays the masked NB term alone, and the batch term is reported as
-        ``batch_correction_loss`` in ``extra_metrics``.
+        ``reconstruction_loss`` is each cell's mean NLL over its scored entries (what
+        :meth:`~scr2mae.R2MAEModel.get_reconstruction_error` reports); ``extra_metrics`` carry
+        the sum of the unweighted NLL over the scored entries and their number, from which the
+        training plan logs ``masked_nll_{train,validation}`` per masked entry. With
+        ``batch_correction`` ``"adversarial"``, ``"mmd"`` or ``"variational"``, the term
+        (:meth:`batch_correction_loss`) is added to the optimised loss and reported as
+        ``batch_correction_loss``.
         """
         nll, mask_f, weights = self.masked_nll(inference_outputs, generative_outputs)
         weighted = torch.where(mask_f > 0, nll * weights, torch.zeros_like(nll))
-        n_masked = mask_f.sum().clamp_min(1.0)
-        loss = weighted.sum() / n_masked
-        extra = {"masked_fraction": mask_f.mean().detach()}
+        n_scored = mask_f.sum()
+        loss = weighted.sum() / n_scored.clamp_min(1.0)
+        scored_nll = torch.where(mask_f > 0, nll, torch.zeros_like(nll))
+        extra = {
+            "masked_fraction": mask_f.mean().detach(),
+            "scored_nll_sum": scored_nll.sum().detach(),
+            "scored_entries": n_scored.detach(),
+        }
         batch_term = self.batch_correction_loss(inference_outputs)
         if batch_term is not None:
             if self.batch_correction == "variational":
-                # per-cell KL summed with the masked NLL, over the same denominator: a weight
-                # of 1 makes the loss the negative ELBO of the masked genes per masked entry
-                batch_term = batch_term.sum() / n_masked
+                # per-cell KL over the expected number of masked genes per cell: a fixed
+                # scale, so that the KL weight does not move with the drawn ratio
+                low, high = self.masker.schedule.bounds()
+                batch_term = batch_term.mean() / (self.n_input * 0.5 * (low + high))
             loss = loss + batch_term
             extra["batch_correction_loss"] = batch_term.detach()
-        # per-cell sums feed scvi-tools' logged metrics; the optimised loss is the mean above
         return LossOutput(
             loss=loss,
-            reconstruction_loss=weighted.sum(dim=1),
+            reconstruction_loss=scored_nll.sum(dim=1) / mask_f.sum(dim=1).clamp_min(1.0),
             n_obs_minibatch=nll.shape[0],
             extra_metrics=extra,
         )
@@ -436,7 +527,7 @@ class R2MAEModule(BaseModuleClass):
         classifier's cross-entropy, whose gradient reaches the encoder reversed and multiplied
         by ``batch_correction_weight``. ``"variational"``: ``batch_correction_weight`` × the
         KL divergence of each cell's posterior from N(0, I), per cell (``(cells,)``; the loss
-        divides its sum by the number of scored entries).
+        divides its mean by the expected number of masked genes per cell, a constant).
         """
         if self.batch_correction == "variational":
             qz = inference_outputs.get("qz")

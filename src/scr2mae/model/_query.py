@@ -9,12 +9,21 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data.fields import LayerField
 
 from .._validation import N_MEASURED_KEY, check_count_matrix
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["align_to_genes", "gene_identifier_columns"]
+__all__ = [
+    "CountsField",
+    "align_to_genes",
+    "compare_var_names",
+    "gene_identifier_columns",
+    "raw_counts_properties",
+    "registry_var_names",
+]
 
 #: ``.uns`` key of the alignment summary written into a prepared query
 QUERY_UNS_KEY = "scr2mae_query"
@@ -217,4 +226,67 @@ def align_to_genes(
         n_model,
         missing.size,
     )
+    return out
+
+
+class CountsField(LayerField):
+    """Count layer whose values :func:`check_count_matrix` checks (NaN = unmeasured allowed).
+
+    scvi-tools' sampled integer check would warn about the NaN that mark unmeasured genes; the
+    full check runs before registration instead.
+    """
+
+    def validate_field(self, adata: AnnData) -> None:
+        super(LayerField, self).validate_field(adata)
+
+
+def registry_var_names(registry: dict) -> np.ndarray:
+    """The model's genes, from the registry that scvi-tools saved with it."""
+    state = registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+    return np.asarray(state["column_names"]).astype(str)
+
+
+def compare_var_names(reference: np.ndarray, given: np.ndarray) -> None:
+    if reference.shape == given.shape and np.array_equal(reference, given.astype(str)):
+        return
+    ref_set, given_set = set(reference.tolist()), set(given.astype(str).tolist())
+    missing = [g for g in reference.tolist() if g not in given_set]
+    extra = [g for g in given.astype(str).tolist() if g not in ref_set]
+    if not missing and not extra:
+        raise ValueError(
+            "the AnnData has the model's genes in a different order; align it with "
+            "`R2MAEModel.prepare_query_anndata(adata, model)`."
+        )
+    raise ValueError(
+        f"the AnnData's genes do not match the model's: {len(missing)} missing "
+        f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}); the model was "
+        f"trained on {len(reference)} genes, the AnnData has {len(given)}. Align it with "
+        "`R2MAEModel.prepare_query_anndata(adata, model)`, which marks the missing genes as "
+        "unmeasured."
+    )
+
+
+def raw_counts_properties(adata_manager, idx1, idx2, var_idx=None) -> dict[str, np.ndarray]:
+    """Raw-count columns of differential expression that skip unmeasured (NaN) entries.
+
+    The means, non-zero fractions and means of counts per 10^4 of each group, per gene, over
+    the cells that measured the gene (NaN where no cell of a group did). Unlike scvi-tools'
+    version, nothing is written to ``adata.obs``.
+    """
+    data = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    totals = np.asarray(np.nansum(data.toarray() if sparse.issparse(data) else data, axis=1))
+    scaling = 1e4 / np.clip(totals.ravel(), 1e-12, None)
+    out = {}
+    for group, rows in (("1", idx1), ("2", idx2)):
+        block = data[np.asarray(rows)]
+        block = np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=float)
+        if var_idx is not None:
+            block = block[:, var_idx]
+        measured = ~np.isnan(block)
+        n = measured.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"raw_mean{group}"] = np.nansum(block, axis=0) / n
+            out[f"non_zeros_proportion{group}"] = (np.nan_to_num(block) != 0).sum(axis=0) / n
+            normalised = block * scaling[np.asarray(rows)][:, None]
+            out[f"raw_normalized_mean{group}"] = np.nansum(normalised, axis=0) / n
     return out

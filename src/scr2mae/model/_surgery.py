@@ -1,0 +1,86 @@
+"""scArches weight surgery that keeps every reference weight on its own input column."""
+
+from __future__ import annotations
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.nn import FCLayers
+
+__all__ = ["align_first_layers", "category_counts"]
+
+
+def category_counts(registry: dict) -> list[int]:
+    """Categories of the batch, then of each extra categorical covariate, in a registry."""
+    fields = registry["field_registries"]
+    n_batch = len(fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"])
+    cats = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+    return [n_batch, *cats.get("n_cats_per_key", [])]
+
+
+def _columns(n_in: int, n_cont: int, n_cat_list: list[int], reference: list[int]):
+    """Where each reference column goes in a first layer that reads ``n_cat_list``.
+
+    ``FCLayers`` concatenates its input, the continuous covariates, then one-hot blocks of
+    every categorical covariate with more than one category, in ``n_cat_list`` order.
+    scvi-tools' surgery appends the columns of new categories at the end of the weight,
+    which shifts every block after the batch; here each reference column is placed where
+    ``FCLayers`` reads it. Returns the reference → query column index pairs and the query
+    columns of new categories (the only ones a query trains).
+    """
+    ref_index, new_index, trainable = [], [], []
+    ref_at = new_at = n_in + n_cont
+    ref_index += list(range(ref_at))
+    new_index += list(range(new_at))
+    for n_new, n_ref in zip(n_cat_list, reference, strict=True):
+        width_new = n_new if n_new > 1 else 0
+        width_ref = n_ref if n_ref > 1 else 0
+        # a covariate that had one category had no columns: that category's new column
+        # starts at zero (the reference's encoding), frozen
+        ref_index += list(range(ref_at, ref_at + width_ref))
+        new_index += list(range(new_at, new_at + width_ref))
+        known = max(n_ref, 1) if width_new else 0
+        trainable += list(range(new_at + known, new_at + width_new))
+        ref_at += width_ref
+        new_at += width_new
+    return ref_index, new_index, trainable
+
+
+def align_first_layers(
+    module: torch.nn.Module,
+    reference_state: dict[str, torch.Tensor],
+    reference_counts: list[int],
+    unfrozen: bool,
+) -> None:
+    """Place the reference's first-layer weights on their columns; freeze reference columns.
+
+    Every :class:`~scvi.nn.FCLayers` of ``module`` whose first linear layer reads covariates
+    gets its weight rebuilt from ``reference_state``: reference columns where ``FCLayers``
+    reads them, zeros for the categories the query adds. Unless ``unfrozen``, a gradient hook
+    then keeps every column but those of new categories unchanged, so a query with only known
+    categories leaves the reference exactly as it was.
+    """
+    for name, layers in module.named_modules():
+        if not isinstance(layers, FCLayers) or not layers.inject_into_layer(0):
+            continue
+        linear = layers.fc_layers[0][0]
+        key = f"{name}.fc_layers.Layer 0.0.weight"
+        before = reference_state[key]
+        n_cont = layers.n_cov - sum(n if n > 1 else 0 for n in layers.n_cat_list)
+        n_in = linear.in_features - layers.n_cov
+        counts = [n if n else 0 for n in reference_counts]
+        # a batch-blind encoder reads no batch (its category count is 0 in both)
+        reference = [0 if n == 0 else c for n, c in zip(layers.n_cat_list, counts, strict=True)]
+        ref_index, new_index, trainable = _columns(n_in, n_cont, layers.n_cat_list, reference)
+        weight = torch.zeros_like(linear.weight)
+        weight[:, new_index] = before[:, ref_index].to(weight)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+        if unfrozen:
+            continue
+        keep = torch.zeros(linear.in_features, dtype=torch.bool)
+        keep[trainable] = True
+
+        def reference_columns_frozen(grad, keep=keep):
+            return grad * keep.to(grad.device, grad.dtype)
+
+        linear.weight.register_hook(reference_columns_frozen)
