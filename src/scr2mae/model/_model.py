@@ -526,6 +526,24 @@ class R2MAEModel(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, 
         return inference_batches(manager, indices, batch_size, device=self.device)
 
     # ------------------------------------------------------------------ outputs
+    def get_normalized_expression(
+        self, adata=None, indices=None, transform_batch=None, gene_list=None, *args, **kwargs
+    ):
+        """:meth:`scvi.model.base.RNASeqMixin.get_normalized_expression`, every argument scVI's.
+
+        ``library_size="latent"`` scales by each cell's library (estimated in full for cells
+        with unmeasured genes); a number gives expression per that many counts. Genes a query
+        did not measure are imputed. A ``gene_list`` name that is not a model gene is an error.
+        """
+        if gene_list is not None:
+            genes = registry_var_names(self.registry_)
+            unknown = [g for g in np.atleast_1d(gene_list) if g not in set(genes)]
+            if unknown:
+                raise ValueError(f"`gene_list`: {unknown[:3]} are not genes of the model.")
+        return super().get_normalized_expression(
+            adata, indices, transform_batch, gene_list, *args, **kwargs
+        )
+
     def get_reconstruction_error(self, *args, **kwargs) -> dict[str, float]:
         """:meth:`scvi.model.base.VAEMixin.get_reconstruction_error` at the validation masks.
 

@@ -13,7 +13,14 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from .._validation import check_int
-from ..masking import Curriculum, Masker, RatioSchedule, hashed_mask, resolve_masking
+from ..masking import (
+    Curriculum,
+    Masker,
+    RatioSchedule,
+    hashed_mask,
+    ratio_to_count,
+    resolve_masking,
+)
 from ._batch_correction import BatchClassifier, batch_mmd, check_batch_correction
 
 __all__ = ["VALIDATION_RATIOS", "R2MAEModule"]
@@ -94,6 +101,10 @@ class R2MAEModule(BaseModuleClass):
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
     estimate_unmeasured_library: bool = True
+    #: range of the per-cell share of genes hidden to draw ``n_samples > 1`` latent samples
+    #: (``None``: the training schedule's range); chosen on planted DE genes, see the
+    #: differential-expression benchmark
+    sample_ratios: tuple[float, float] | None = (0.02, 0.02)
     #: the likelihood, as scvi-tools' mixins read it
     gene_likelihood: str = "nb"
 
@@ -274,9 +285,14 @@ class R2MAEModule(BaseModuleClass):
         elif mask is None and masking == "validation":
             mask, ratio = hashed_mask(x, self.validation_ratios())
         elif mask is None and masking == "sample":
-            # a deterministic encoder's source of variation: the hidden-gene sets of training
-            masks = [self.draw_mask(x.shape[0], x.device)[0].mask for _ in range(n_samples)]
-            mask = torch.stack(masks)
+            # a deterministic encoder's source of variation: each cell hides its own random
+            # gene set, at a ratio drawn per cell from `sample_ratios` (the training range)
+            low, high = self.sample_ratios or self.masker.schedule.bounds()
+            ratio = low + (high - low) * torch.rand(n_samples, x.shape[0], 1, device=x.device)
+            k = ratio_to_count(ratio, self.n_input)
+            scores = torch.rand(n_samples, *x.shape, device=x.device)
+            mask = scores.argsort(dim=-1).argsort(dim=-1) < k
+            ratio = None
         return mask, ratio, index, step
 
     @auto_move_data

@@ -139,6 +139,10 @@ class R2MAETrainingPlan(TrainingPlan):
         self._accumulate("validation", loss_output)
 
     def on_train_epoch_start(self) -> None:
+        # Lightning keeps the mode submodules had when fitting started; a module that was
+        # put in evaluation mode (a loaded model, a scArches query) must still train with
+        # masks, dropout and batch statistics
+        self.module.train()
         self._sums.pop("train", None)
 
     def on_train_epoch_end(self) -> None:
