@@ -12,7 +12,11 @@ REPO = TUTORIALS.parent
 
 #: a line each tutorial must print or show, proof that its key step ran to the end
 MUST_SHOW = {
-    "01_quickstart.ipynb": ["reloaded model gives the same embedding: True", "balanced accuracy"],
+    "01_quickstart.ipynb": [
+        "reloaded model gives the same embedding: True",
+        "balanced accuracy",
+        "of the top 15 genes are shared",
+    ],
     "02_masking_range.ipynb": ["suggested mask_range", "probe balanced accuracy"],
     "03_census.ipynb": ["test donors:", "disease: AUROC (donors)", "R2MAE (out of core)"],
     "04_masking_core.ipynb": ["ratio drawn for this mini-batch", "missense AUROC"],

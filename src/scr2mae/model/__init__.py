@@ -2,6 +2,12 @@
 
 from ._model import R2MAEModel
 from ._module import R2MAEModule
-from ._training_plan import PAPER_OPTIMIZER, R2MAETrainingPlan
+from ._training_plan import PAPER_OPTIMIZER, VALIDATION_METRIC, R2MAETrainingPlan
 
-__all__ = ["PAPER_OPTIMIZER", "R2MAEModel", "R2MAEModule", "R2MAETrainingPlan"]
+__all__ = [
+    "PAPER_OPTIMIZER",
+    "VALIDATION_METRIC",
+    "R2MAEModel",
+    "R2MAEModule",
+    "R2MAETrainingPlan",
+]

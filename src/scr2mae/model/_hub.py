@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from importlib.metadata import version
 
 import numpy as np
@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-__all__ = ["reference_sample", "write_hub_files"]
+__all__ = ["HubMixin", "reference_sample", "write_hub_files"]
 
 #: file names :class:`scvi.hub.HubModel` looks for in a model folder
 METADATA_FILE = "_scvi_required_metadata.json"
@@ -77,15 +77,15 @@ def write_hub_files(
     genes = np.asarray(
         registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
     ).astype(str)
-    metadata = {
-        "scvi_version": registry["scvi_version"],
-        "anndata_version": version("anndata"),
-        "model_cls_name": type(model).__name__,
-        "training_data_url": None,
-        "model_parent_module": "scr2mae",
-    }
-    with open(os.path.join(dir_path, METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=4)
+    from scvi.hub import HubMetadata
+
+    metadata = HubMetadata(
+        scvi_version=registry["scvi_version"],
+        anndata_version=version("anndata"),
+        model_cls_name=type(model).__name__,
+        model_parent_module="scr2mae",
+    )
+    metadata.save(os.path.join(dir_path, METADATA_FILE), overwrite=True)
 
     stats = model.summary_stats
     batches = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
@@ -142,9 +142,66 @@ def write_hub_files(
             "single-cell",
             f"model_cls_name:{type(model).__name__}",
             f"scvi_version:{registry['scvi_version']}",
-            f"anndata_version:{metadata['anndata_version']}",
+            f"anndata_version:{metadata.anndata_version}",
             "scr2mae",
         ],
     )
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
     card.save(os.path.join(dir_path, MODEL_CARD_FILE))
+
+
+class HubMixin:
+    """Saving and loading with the files the scvi-tools hub reads."""
+
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        reference_cells: int = 1000,
+        training_data: str | None = None,
+        metrics: dict[str, float] | None = None,
+        **kwargs,
+    ) -> None:
+        """Save the model, ready for the scvi-tools hub.
+
+        Besides scvi-tools' ``model.pt``, writes :class:`scvi.hub.HubMetadata`, a model card
+        and (unless ``save_anndata``) ``adata.h5ad`` with ``reference_cells`` random training
+        cells, so that ``scvi.hub.HubModel(folder).model`` loads offline and has a labelled
+        reference. ``training_data`` (text or URL) and ``metrics`` (name → value) go into the
+        card; other arguments are :meth:`scvi.model.base.BaseModelClass.save`'s.
+        """
+        if isinstance(reference_cells, bool) or not isinstance(reference_cells, int):
+            raise TypeError(f"`reference_cells` must be an integer, got {reference_cells!r}.")
+        if reference_cells < 0:
+            raise ValueError(f"`reference_cells` must be >= 0, got {reference_cells}.")
+        super().save(dir_path, prefix, overwrite, save_anndata, **kwargs)
+        if prefix:
+            return
+        sample = None
+        if not save_anndata and reference_cells and self.adata is not None:
+            sample = reference_sample(self, reference_cells)
+            saving = ("save_kwargs", "legacy_mudata_format", "datamodule")
+            write_kwargs = {k: v for k, v in kwargs.items() if k not in saving}
+            sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **write_kwargs)
+        write_hub_files(
+            self,
+            dir_path,
+            reference_cells=0 if sample is None else sample.n_obs,
+            training_data=training_data,
+            metrics=metrics,
+        )
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> HubMixin:
+        """Load a saved model (:meth:`scvi.model.base.BaseModelClass.load`).
+
+        ``adata`` must have the model's genes in its order (else a clear error; align it with
+        :meth:`prepare_query_anndata`); ``None`` loads the AnnData saved with the model and
+        ``False`` loads none.
+        """
+        with warnings.catch_warnings():
+            # the genes are compared exactly, with a clear error, in setup_anndata
+            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
+            return super().load(dir_path, adata=adata, **kwargs)

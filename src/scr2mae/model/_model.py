@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import warnings
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal
@@ -28,18 +26,18 @@ from scvi.model.base._de_core import _de_core
 from .._validation import check_count_matrix, check_obs_keys
 from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
 from ..masking import Curriculum, RatioSchedule, resolve_masking
-from . import _hub
 from ._batch_correction import check_batch_correction
+from ._hub import HubMixin
 from ._module import R2MAEModule
 from ._query import (
     CountsField,
-    align_to_genes,
+    QueryMixin,
     compare_var_names,
     gene_identifier_columns,
     raw_counts_properties,
     registry_var_names,
 )
-from ._surgery import align_first_layers, category_counts
+from ._surgery import category_counts
 from ._training_plan import VALIDATION_METRIC, R2MAETrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -52,7 +50,15 @@ def default_max_epochs(n_obs: int) -> int:
     return int(min(400, max(1, round(20000 / n_obs * 400))))
 
 
-class R2MAEModel(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class R2MAEModel(
+    QueryMixin,
+    HubMixin,
+    RNASeqMixin,
+    VAEMixin,
+    ArchesMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
     """Masked autoencoder for single-cell counts trained with randomly random masking (R2MAE).
 
     Appendix C.8 of the R2MAE paper: an MLP encoder reads ``log1p`` of the masked counts (and
@@ -240,174 +246,6 @@ class R2MAEModel(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, 
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Check a new AnnData (genes, counts, categories) before scvi-tools registers it.
-
-        A batch-blind encoder accepts batches the model never saw: their cells are embedded
-        zero-shot, and decoding them needs a ``transform_batch`` of the reference.
-        """
-        if adata is None or adata is self.adata:
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-        compare_var_names(registry_var_names(self.registry_), np.asarray(adata.var_names))
-        if self.get_anndata_manager(adata) is not None:
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        check_count_matrix(adata, self.registry_["setup_args"].get("layer"), where="R2MAEModel")
-        if not self._check_categories(adata) or self.adata_manager is None:
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        if adata.is_view:
-            adata = adata.copy() if copy_if_view else adata
-        manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
-        self._register_manager_for_instance(manager)
-        return adata
-
-    def _check_categories(self, adata: AnnData) -> bool:
-        """Refuse unseen categories the encoder reads; ``True`` if only unseen batches remain."""
-        setup = self.registry_["setup_args"]
-        fields = self.registry_["field_registries"]
-        columns = {setup.get("batch_key"): fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]}
-        mappings = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-        for key in setup.get("categorical_covariate_keys") or []:
-            columns[key] = {"categorical_mapping": mappings["mappings"][key]}
-        blind = self.module.batch_correction != "none"
-        unseen_batches = False
-        for key, state in columns.items():
-            if key is None or key not in adata.obs.columns:
-                continue
-            known = {str(v) for v in state["categorical_mapping"]}
-            unseen = sorted({str(v) for v in adata.obs[key].unique()} - known)
-            if unseen and blind and key == setup.get("batch_key"):
-                unseen_batches = True
-            elif unseen:
-                raise ValueError(
-                    f"`.obs[{key!r}]` has value(s) the model was not trained on: {unseen[:5]}. "
-                    "The model has no weights for them: add them with "
-                    "`R2MAEModel.load_query_data(adata, model)` and `train()` on the query, set "
-                    f"the column to a training value ({sorted(known)[:5]}), or train with a "
-                    "batch-blind encoder (`batch_correction` other than 'none')."
-                )
-        return unseen_batches
-
-    @classmethod
-    def prepare_query_anndata(
-        cls,
-        adata: AnnData,
-        reference: str | os.PathLike | R2MAEModel,
-        gene_key: str | None = None,
-        min_gene_overlap: float | int = 0.25,
-        layer: str | Literal["auto"] | None = "auto",
-        nan_as_unmeasured: bool = False,
-    ) -> AnnData:
-        """A new AnnData with the model's genes in its order; genes the query lacks are unmeasured.
-
-        Query genes the model does not know are dropped; model genes the query did not measure
-        are NaN in the counts and are treated as hidden genes (never in a loss or a score,
-        predicted by the decoder). ``.obs``/``.obsm`` are copied, ``.obs[
-        "scr2mae_n_measured_genes"]`` counts each cell's measured model genes and
-        ``.var["measured_in_query"]`` flags them. Several panels: prepare each and concatenate,
-        or concatenate raw panels with NaN fill and pass ``nan_as_unmeasured=True``.
-
-        Parameters
-        ----------
-        adata
-            Query with counts; not modified.
-        reference
-            A trained model or its folder.
-        gene_key
-            ``.var`` column of the query to match on (e.g. Ensembl IDs), matched against the
-            model's column of that name if its training data had one, else its gene names.
-        min_gene_overlap
-            Least overlap: a fraction of the model's genes (float) or a number of genes (int).
-        layer
-            Query layer with the counts; ``"auto"`` takes the model's layer if present.
-        nan_as_unmeasured
-            Read NaN entries as "not measured in this cell" instead of refusing them.
-        """
-        model = cls._as_model(reference)
-        model_layer = model.registry_["setup_args"].get("layer")
-        if layer == "auto":
-            layer = model_layer if model_layer in adata.layers else None
-        if layer is not None and layer not in adata.layers:
-            raise ValueError(
-                f"layer {layer!r} is not in the query's `.layers` "
-                f"(layers: {sorted(adata.layers.keys())})."
-            )
-        return align_to_genes(
-            adata,
-            registry_var_names(model.registry_),
-            model_identifiers=model.gene_identifiers_,
-            layer=layer,
-            out_layer=model_layer,
-            gene_key=gene_key,
-            min_gene_overlap=min_gene_overlap,
-            nan_as_unmeasured=nan_as_unmeasured,
-        )
-
-    @classmethod
-    def _as_model(cls, reference) -> R2MAEModel:
-        if isinstance(reference, cls):
-            return reference
-        if isinstance(reference, str | os.PathLike):
-            return cls.load(os.fspath(reference), adata=False)
-        raise TypeError(
-            f"`reference` must be an {cls.__name__} or a saved-model folder, "
-            f"got {type(reference).__name__}."
-        )
-
-    @classmethod
-    def load_query_data(
-        cls,
-        adata: AnnData,
-        reference_model: str | os.PathLike | R2MAEModel,
-        unfrozen: bool = False,
-        freeze_batchnorm_decoder: bool = True,
-        **kwargs,
-    ) -> R2MAEModel:
-        """A model for a query with new batches or categories, from a reference (scArches).
-
-        :meth:`scvi.model.base.ArchesMixin.load_query_data`, with the first-layer weights
-        realigned so that every reference weight reads its own covariate column (scvi-tools
-        appends new columns at the end, where ``FCLayers`` reads other covariates) and, unless
-        ``unfrozen``, only the columns of new categories trainable: a query of known categories
-        embeds exactly as before and leaves every reference weight unchanged. Frozen batch-norm
-        layers keep their running statistics (the decoder's too, by default). A query model
-        trains without weight decay unless ``plan_kwargs`` set it.
-
-        Parameters
-        ----------
-        adata
-            Query aligned with :meth:`prepare_query_anndata`.
-        reference_model
-            The trained reference or its folder.
-        unfrozen
-            Train every weight (full fine-tuning).
-        freeze_batchnorm_decoder
-            Keep the decoder's batch norm frozen (scvi-tools' default trains it).
-        **kwargs
-            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
-        """
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-        reference = cls._as_model(reference_model)  # read a saved folder once
-        reference_state = reference.module.state_dict()
-        with warnings.catch_warnings():
-            # the genes were compared exactly by setup_anndata (source_registry)
-            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
-            model = super().load_query_data(
-                adata=adata,
-                reference_model=reference,
-                unfrozen=unfrozen,
-                freeze_batchnorm_decoder=freeze_batchnorm_decoder,
-                **kwargs,
-            )
-        align_first_layers(
-            model.module, reference_state, category_counts(reference.registry_), unfrozen
-        )
-        model.module.freeze_batchnorm(not unfrozen)
-        model.is_query_model_ = not unfrozen
-        return model
 
     # ------------------------------------------------------------------ training
     def train(
@@ -643,57 +481,3 @@ class R2MAEModel(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, 
             seed=seed,
             batch_size=settings.batch_size if batch_size is None else batch_size,
         )
-
-    # ------------------------------------------------------------------ persistence
-    def save(
-        self,
-        dir_path: str,
-        prefix: str | None = None,
-        overwrite: bool = False,
-        save_anndata: bool = False,
-        reference_cells: int = 1000,
-        training_data: str | None = None,
-        metrics: dict[str, float] | None = None,
-        **kwargs,
-    ) -> None:
-        """Save the model, ready for the scvi-tools hub.
-
-        Besides scvi-tools' ``model.pt``, writes :class:`scvi.hub.HubMetadata`, a model card
-        and (unless ``save_anndata``) ``adata.h5ad`` with ``reference_cells`` random training
-        cells, so that ``scvi.hub.HubModel(folder).model`` loads offline and has a labelled
-        reference. ``training_data`` (text or URL) and ``metrics`` (name → value) go into the
-        card; other arguments are :meth:`scvi.model.base.BaseModelClass.save`'s.
-        """
-        if isinstance(reference_cells, bool) or not isinstance(reference_cells, int):
-            raise TypeError(f"`reference_cells` must be an integer, got {reference_cells!r}.")
-        if reference_cells < 0:
-            raise ValueError(f"`reference_cells` must be >= 0, got {reference_cells}.")
-        super().save(dir_path, prefix, overwrite, save_anndata, **kwargs)
-        if prefix:
-            return
-        sample = None
-        if not save_anndata and reference_cells and self.adata is not None:
-            sample = _hub.reference_sample(self, reference_cells)
-            saving = ("save_kwargs", "legacy_mudata_format", "datamodule")
-            write_kwargs = {k: v for k, v in kwargs.items() if k not in saving}
-            sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **write_kwargs)
-        _hub.write_hub_files(
-            self,
-            dir_path,
-            reference_cells=0 if sample is None else sample.n_obs,
-            training_data=training_data,
-            metrics=metrics,
-        )
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> R2MAEModel:
-        """Load a saved model (:meth:`scvi.model.base.BaseModelClass.load`).
-
-        ``adata`` must have the model's genes in its order (else a clear error; align it with
-        :meth:`prepare_query_anndata`); ``None`` loads the AnnData saved with the model and
-        ``False`` loads none.
-        """
-        with warnings.catch_warnings():
-            # the genes are compared exactly, with a clear error, in setup_anndata
-            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
-            return super().load(dir_path, adata=adata, **kwargs)

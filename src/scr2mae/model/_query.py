@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -13,11 +16,13 @@ from scvi import REGISTRY_KEYS
 from scvi.data.fields import LayerField
 
 from .._validation import N_MEASURED_KEY, check_count_matrix
+from ._surgery import align_first_layers, category_counts
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CountsField",
+    "QueryMixin",
     "align_to_genes",
     "compare_var_names",
     "gene_identifier_columns",
@@ -227,6 +232,178 @@ def align_to_genes(
         missing.size,
     )
     return out
+
+
+class QueryMixin:
+    """Data on another gene panel, cells of unseen batches, and scArches transfer."""
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """Check a new AnnData (genes, counts, categories) before scvi-tools registers it.
+
+        A batch-blind encoder accepts batches the model never saw: their cells are embedded
+        zero-shot, and decoding them needs a ``transform_batch`` of the reference.
+        """
+        if adata is None or adata is self.adata:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        compare_var_names(registry_var_names(self.registry_), np.asarray(adata.var_names))
+        if self.get_anndata_manager(adata) is not None:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        check_count_matrix(adata, self.registry_["setup_args"].get("layer"), where="R2MAEModel")
+        if not self._check_categories(adata) or self.adata_manager is None:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        if adata.is_view:
+            adata = adata.copy() if copy_if_view else adata
+        manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
+        self._register_manager_for_instance(manager)
+        return adata
+
+    def _check_categories(self, adata: AnnData) -> bool:
+        """Refuse unseen categories the encoder reads; ``True`` if only unseen batches remain."""
+        setup = self.registry_["setup_args"]
+        fields = self.registry_["field_registries"]
+        columns = {setup.get("batch_key"): fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]}
+        mappings = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+        for key in setup.get("categorical_covariate_keys") or []:
+            columns[key] = {"categorical_mapping": mappings["mappings"][key]}
+        blind = self.module.batch_correction != "none"
+        unseen_batches = False
+        for key, state in columns.items():
+            if key is None or key not in adata.obs.columns:
+                continue
+            known = {str(v) for v in state["categorical_mapping"]}
+            unseen = sorted({str(v) for v in adata.obs[key].unique()} - known)
+            if unseen and blind and key == setup.get("batch_key"):
+                unseen_batches = True
+            elif unseen:
+                raise ValueError(
+                    f"`.obs[{key!r}]` has value(s) the model was not trained on: {unseen[:5]}. "
+                    "The model has no weights for them: add them with "
+                    "`R2MAEModel.load_query_data(adata, model)` and `train()` on the query, set "
+                    f"the column to a training value ({sorted(known)[:5]}), or train with a "
+                    "batch-blind encoder (`batch_correction` other than 'none')."
+                )
+        return unseen_batches
+
+    @classmethod
+    def prepare_query_anndata(
+        cls,
+        adata: AnnData,
+        reference: str | os.PathLike | QueryMixin,
+        gene_key: str | None = None,
+        min_gene_overlap: float | int = 0.25,
+        layer: str | Literal["auto"] | None = "auto",
+        nan_as_unmeasured: bool = False,
+    ) -> AnnData:
+        """A new AnnData with the model's genes in its order; genes the query lacks are unmeasured.
+
+        Query genes the model does not know are dropped; model genes the query did not measure
+        are NaN in the counts and are treated as hidden genes (never in a loss or a score,
+        predicted by the decoder). ``.obs``/``.obsm`` are copied, ``.obs[
+        "scr2mae_n_measured_genes"]`` counts each cell's measured model genes and
+        ``.var["measured_in_query"]`` flags them. Several panels: prepare each and concatenate,
+        or concatenate raw panels with NaN fill and pass ``nan_as_unmeasured=True``.
+
+        Parameters
+        ----------
+        adata
+            Query with counts; not modified.
+        reference
+            A trained model or its folder.
+        gene_key
+            ``.var`` column of the query to match on (e.g. Ensembl IDs), matched against the
+            model's column of that name if its training data had one, else its gene names.
+        min_gene_overlap
+            Least overlap: a fraction of the model's genes (float) or a number of genes (int).
+        layer
+            Query layer with the counts; ``"auto"`` takes the model's layer if present.
+        nan_as_unmeasured
+            Read NaN entries as "not measured in this cell" instead of refusing them.
+        """
+        model = cls._as_model(reference)
+        model_layer = model.registry_["setup_args"].get("layer")
+        if layer == "auto":
+            layer = model_layer if model_layer in adata.layers else None
+        if layer is not None and layer not in adata.layers:
+            raise ValueError(
+                f"layer {layer!r} is not in the query's `.layers` "
+                f"(layers: {sorted(adata.layers.keys())})."
+            )
+        return align_to_genes(
+            adata,
+            registry_var_names(model.registry_),
+            model_identifiers=model.gene_identifiers_,
+            layer=layer,
+            out_layer=model_layer,
+            gene_key=gene_key,
+            min_gene_overlap=min_gene_overlap,
+            nan_as_unmeasured=nan_as_unmeasured,
+        )
+
+    @classmethod
+    def _as_model(cls, reference) -> QueryMixin:
+        if isinstance(reference, cls):
+            return reference
+        if isinstance(reference, str | os.PathLike):
+            return cls.load(os.fspath(reference), adata=False)
+        raise TypeError(
+            f"`reference` must be an {cls.__name__} or a saved-model folder, "
+            f"got {type(reference).__name__}."
+        )
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: str | os.PathLike | QueryMixin,
+        unfrozen: bool = False,
+        freeze_batchnorm_decoder: bool = True,
+        **kwargs,
+    ) -> QueryMixin:
+        """A model for a query with new batches or categories, from a reference (scArches).
+
+        :meth:`scvi.model.base.ArchesMixin.load_query_data`, with the first-layer weights
+        realigned so that every reference weight reads its own covariate column (scvi-tools
+        appends new columns at the end, where ``FCLayers`` reads other covariates) and, unless
+        ``unfrozen``, only the columns of new categories trainable: a query of known categories
+        embeds exactly as before and leaves every reference weight unchanged. Frozen batch-norm
+        layers keep their running statistics (the decoder's too, by default). A query model
+        trains without weight decay unless ``plan_kwargs`` set it.
+
+        Parameters
+        ----------
+        adata
+            Query aligned with :meth:`prepare_query_anndata`.
+        reference_model
+            The trained reference or its folder.
+        unfrozen
+            Train every weight (full fine-tuning).
+        freeze_batchnorm_decoder
+            Keep the decoder's batch norm frozen (scvi-tools' default trains it).
+        **kwargs
+            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+        """
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        reference = cls._as_model(reference_model)  # read a saved folder once
+        reference_state = reference.module.state_dict()
+        with warnings.catch_warnings():
+            # the genes were compared exactly by setup_anndata (source_registry)
+            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
+            model = super().load_query_data(
+                adata=adata,
+                reference_model=reference,
+                unfrozen=unfrozen,
+                freeze_batchnorm_decoder=freeze_batchnorm_decoder,
+                **kwargs,
+            )
+        align_first_layers(
+            model.module, reference_state, category_counts(reference.registry_), unfrozen
+        )
+        model.module.freeze_batchnorm(not unfrozen)
+        model.is_query_model_ = not unfrozen
+        return model
 
 
 class CountsField(LayerField):
