@@ -119,3 +119,37 @@ def test_batched_min_norm_solver_matches_pseudo_inverse():
     for r in range(reps):
         expected = torch.linalg.pinv(z[r]) @ y[r]
         torch.testing.assert_close(out[r], expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("setting", [0.45, get_masking("r2mae", mask_range=(0.4, 0.5))])
+def test_simulator_matches_a_direct_implementation_of_the_protocol(model, setting):
+    # one repeat written out with the masking core's own bernoulli_mask and a pseudo-inverse:
+    # the vectorised simulator must draw the same masks and find the same estimate
+    import torch
+
+    from scr2mae.masking import bernoulli_mask
+    from scr2mae.theory._simulate import _seeds
+
+    cov, beta = model
+    d, n, sigma2, seed = cov.shape[0], 70, 0.3, 11
+    res = simulate_risk(
+        cov, beta, n_samples=n, masking=[0.2, setting], noise_var=sigma2, n_repeats=3, seed=seed
+    )
+    schedule = res.schedules[1]
+    lam, vecs = np.linalg.eigh(cov)
+    root = torch.as_tensor(vecs * np.sqrt(lam))
+    for repeat in range(3):
+        seed_data, seed_ratio, seed_mask = _seeds(seed, repeat)
+        g_data = torch.Generator().manual_seed(seed_data)
+        x = torch.randn(n, d, generator=g_data, dtype=torch.float64) @ root.T
+        y = x @ torch.as_tensor(beta) + np.sqrt(sigma2) * torch.randn(
+            n, generator=g_data, dtype=torch.float64
+        )
+        ratio = schedule.sample(0, n, generator=torch.Generator().manual_seed(seed_ratio))
+        g_mask = torch.Generator().manual_seed(seed_mask)
+        hidden = bernoulli_mask(n, d, ratio, generator=g_mask)
+        keep = bernoulli_mask(n, 1, ratio, generator=g_mask)[:, 0]
+        estimate = torch.linalg.pinv(x.masked_fill(hidden, 0.0)[keep]) @ y[keep]
+        err = (estimate - torch.as_tensor(beta)).numpy()
+        assert res.n_rows[1, repeat] == int(keep.sum())
+        assert res.risk[1, repeat] == pytest.approx(err @ cov @ err, rel=1e-8)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..masking import FixedRatio, RatioSchedule, bernoulli_mask, get_masking
+from ..masking import FixedRatio, RatioSchedule, get_masking
 from ._validation import (
     check_covariance,
     check_nonnegative,
@@ -229,22 +229,33 @@ def simulate_risk(
             torch.randn(n, generator=g_data, dtype=dtype, out=eps[j])
         x = x @ root.T
         y = x @ beta_t + np.sqrt(sigma2) * eps
+        # the mask stream of a repeat restarts for every setting (common random numbers), so
+        # its uniforms are drawn once: n x d for the covariates, then n for the targets, in the
+        # order of two ``bernoulli_mask`` calls (the masks are ``uniform < ratio``)
+        u_hidden = torch.empty(r, n, d)
+        u_keep = torch.empty(r, n, 1)
+        for j, (_, _, seed_mask) in enumerate(seeds):
+            g_mask = torch.Generator().manual_seed(seed_mask)
+            torch.rand(n, d, generator=g_mask, out=u_hidden[j])
+            torch.rand(n, 1, generator=g_mask, out=u_keep[j])
         for k, schedule in enumerate(schedules):
-            hidden = torch.empty(r, n, d, dtype=torch.bool)
-            keep = torch.empty(r, n, dtype=torch.bool)
-            for j, (_, seed_ratio, seed_mask) in enumerate(seeds):
-                # fresh ratio and mask streams per setting: every setting sees the same uniforms
-                ratio = schedule.sample(0, n, generator=torch.Generator().manual_seed(seed_ratio))
-                g_mask = torch.Generator().manual_seed(seed_mask)
-                hidden[j] = bernoulli_mask(n, d, ratio, generator=g_mask)
-                # appendix C.1: a row trains the target's regression when its target is masked
-                keep[j] = bernoulli_mask(n, 1, ratio, generator=g_mask)[:, 0]
+            ratio = torch.stack(
+                [
+                    # fresh ratio stream per setting: every setting sees the same uniforms
+                    schedule.sample(0, n, generator=torch.Generator().manual_seed(seed_ratio))
+                    for _, seed_ratio, _ in seeds
+                ]
+            ).unsqueeze(-1)
+            # appendix C.1: a row trains the target's regression when its target is masked
+            keep = (u_keep < ratio)[:, :, 0]
             # move each repeat's training rows to the front and drop the all-excluded tail
             order = torch.argsort(keep.to(torch.int8), dim=1, descending=True, stable=True)
             order = order[:, : max(int(keep.sum(dim=1).max()), 1)]
             rows_idx = order.unsqueeze(-1).expand(-1, -1, d)
             keep_c = torch.gather(keep, 1, order)
-            hidden_c = torch.gather(hidden, 1, rows_idx) | ~keep_c.unsqueeze(-1)
+            hidden_c = (
+                torch.gather(u_hidden, 1, rows_idx) < torch.gather(ratio, 1, order.unsqueeze(-1))
+            ) | ~keep_c.unsqueeze(-1)
             z = torch.gather(x, 1, rows_idx).masked_fill(hidden_c, 0.0)
             estimate = _min_norm(z, torch.gather(y, 1, order) * keep_c, keep_c)
             err = estimate - beta_t
