@@ -1,3 +1,5 @@
+import inspect
+
 import numpy as np
 import pytest
 import scvi
@@ -8,6 +10,7 @@ from scvi import REGISTRY_KEYS
 
 from scr2mae import R2MAEModel
 from scr2mae.data import InMemoryDataModule, OnDiskDataModule, read_backed
+from scr2mae.data._ondisk import _RowReader
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +60,13 @@ def test_reader_covers_every_training_cell_once_with_the_right_rows(on_disk, cou
         orders.append(seen)
     assert not np.array_equal(orders[0], orders[1])  # a new chunk order and shuffle each epoch
     assert len(dm.train_dataloader()) == len(list(dm.train_dataloader()))
-    val = np.concatenate([b[REGISTRY_KEYS.INDICES_KEY].numpy() for b in dm.val_dataloader()])
-    np.testing.assert_array_equal(val, np.sort(dm.val_idx))
+    val_loader = dm.val_dataloader()
+    vals = [
+        np.concatenate([b[REGISTRY_KEYS.INDICES_KEY].numpy() for b in val_loader]) for _ in range(2)
+    ]
+    np.testing.assert_array_equal(np.sort(vals[0]), np.sort(dm.val_idx))
+    np.testing.assert_array_equal(vals[0], vals[1])  # one fixed validation order
+    assert not np.array_equal(vals[0], np.sort(dm.val_idx))  # mixed, not in file order
     # the same split as the in-memory path
     memory = InMemoryDataModule(_manager(counts_adata_registered(counts_adata)), batch_size=32)
     np.testing.assert_array_equal(np.sort(memory.train_idx), np.sort(dm.train_idx))
@@ -89,3 +97,84 @@ def test_bad_arguments(on_disk, tmp_path):
     with pytest.raises(ValueError, match="must end in"):
         read_backed(tmp_path)
     assert torch.get_default_dtype() == torch.float32
+
+
+def _donor_sorted(tmp_path, n_donors=20, per_donor=200):
+    """A backed .h5ad whose rows are sorted by donor, and the same cells in memory."""
+    rng = np.random.default_rng(1)
+    n = n_donors * per_donor
+    counts = rng.poisson(0.5, (n, 12)).astype(np.float32)
+    counts[:, 0] += 1  # no empty cell
+    counts = sparse.csr_matrix(counts)
+    adata = AnnData(X=counts)
+    adata.obs_names = [f"c{i}" for i in range(n)]
+    adata.obs["donor"] = np.repeat([f"d{d:02d}" for d in range(n_donors)], per_donor)
+    adata.write_h5ad(tmp_path / "sorted.h5ad")
+    backed = read_backed(tmp_path / "sorted.h5ad")
+    R2MAEModel.setup_anndata(backed, batch_key="donor")
+    R2MAEModel.setup_anndata(adata, batch_key="donor")
+    return backed, adata
+
+
+def _donors_per_batch(loader, epochs=2):
+    counts = []
+    for _ in range(epochs):
+        for batch in loader:
+            counts.append(torch.unique(batch[REGISTRY_KEYS.BATCH_KEY]).numel())
+    return float(np.mean(counts))
+
+
+def test_small_scattered_chunks_mix_the_donors_of_a_donor_sorted_file(tmp_path):
+    scvi.settings.seed = 0
+    backed, memory = _donor_sorted(tmp_path)
+    full = _donors_per_batch(InMemoryDataModule(_manager(memory), batch_size=64).train_dataloader())
+    # a buffer of 40 chunks of 10 rows (400 cells, a tenth of the file) drawn across the file
+    small = OnDiskDataModule(_manager(backed), batch_size=64, chunk_size=10, buffer_chunks=40)
+    # the same buffer size in 2 chunks of 200 rows: one donor per chunk, two per buffer
+    large = OnDiskDataModule(_manager(backed), batch_size=64, chunk_size=200, buffer_chunks=2)
+    mixed = _donors_per_batch(small.train_dataloader())
+    sorted_ = _donors_per_batch(large.train_dataloader())
+    assert full > 19  # 64 cells out of 20 equal donors: 19.3 expected
+    assert mixed >= 0.8 * full
+    assert sorted_ <= 2.5
+    # every chunk of the donor-sorted file is read once per epoch: all training cells, once
+    idx = np.concatenate([b[REGISTRY_KEYS.INDICES_KEY].numpy() for b in small.train_dataloader()])
+    np.testing.assert_array_equal(np.sort(idx), np.sort(small.train_idx))
+
+
+def test_defaults_block_shuffle_with_the_old_buffer_size():
+    params = inspect.signature(OnDiskDataModule).parameters
+    chunk, buffer = params["chunk_size"].default, params["buffer_chunks"].default
+    assert chunk * buffer == 16384  # the memory budget of 16 chunks of 1,024 rows
+    assert chunk <= 64 and buffer >= 256
+
+
+def test_mini_batches_are_deterministic_per_seed_and_epoch(tmp_path):
+    scvi.settings.seed = 0
+    backed, _ = _donor_sorted(tmp_path, n_donors=4, per_donor=150)
+    manager = _manager(backed)
+
+    def epochs(seed, n=2):
+        loader = OnDiskDataModule(
+            manager, batch_size=32, chunk_size=8, buffer_chunks=10, seed=seed
+        ).train_dataloader()
+        return [
+            np.concatenate([b[REGISTRY_KEYS.INDICES_KEY].numpy() for b in loader]) for _ in range(n)
+        ]
+
+    first, again, other = epochs(3), epochs(3), epochs(4)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[1])  # a new order each epoch
+    assert not np.array_equal(first[0], other[0])  # and for another seed
+
+
+def test_fast_csr_reader_matches_anndata_slicing(on_disk, counts_adata):
+    reader = _RowReader(on_disk.X)
+    assert reader.indptr is not None  # h5ad and zarr CSR both take the direct path
+    ranges = [(0, 7), (40, 41), (100, 164), (300, 310)]
+    expected = sparse.vstack([counts_adata.X[a:b] for a, b in ranges]).toarray()
+    np.testing.assert_array_equal(reader(ranges).toarray(), expected)
+    dense = _RowReader(counts_adata.X.toarray())  # another layout: sliced as it is
+    assert dense.indptr is None
+    np.testing.assert_array_equal(dense(ranges), expected)

@@ -3,6 +3,8 @@
     python benchmarks/genomics/singlecell/throughput.py --quick
     python benchmarks/genomics/singlecell/throughput.py  # 10k, 100k, 1M x 2000; 100k x 5000
     python benchmarks/genomics/singlecell/throughput.py --sizes 100000x2000 --widths 128/32
+    python benchmarks/genomics/singlecell/throughput.py --sizes 1000000x2000 --modes fast scVI \
+        floor --precisions fp32 bf16 --device cuda --limit-steps 1000  # on a GPU
 
 For each size of synthetic sparse counts (10 % non-zero, counts 1 + Poisson(1)) and each pair of
 widths (hidden/latent; 2 hidden encoder layers), one training epoch is timed, in this process,
@@ -17,9 +19,14 @@ for:
 * ``on_disk``: ``R2MAEModel.train(data_loader="on_disk")`` on the same cells written to a
   local ``.h5ad`` and opened backed.
 
-Every model is warmed up first by an untimed fit on a few cells (the first Lightning fit of a
-process pays one-off costs). Epoch time excludes the data module's one-off set-up. Peak memory is
-the highest resident set size of the process sampled while each mode runs. On a shared machine
+Each mode runs in every ``--precisions``: ``fp32``, or ``bf16`` (Lightning's ``bf16-mixed``;
+the floor under ``torch.autocast``). ``--device`` picks where models train (``auto``: CUDA when
+available). Every model is warmed up first by an untimed fit on a few cells (the first Lightning
+fit of a process pays one-off costs). Epoch time excludes the data module's one-off set-up; on a
+GPU the clock stops after the device has finished (``torch.cuda.synchronize``). Peak memory is
+the highest resident set size of the process sampled while each mode runs, and on a GPU also the
+highest memory allocated by torch on the device (``torch.cuda.max_memory_allocated``, reset
+before each mode; ``n/a`` on the CPU). On a shared machine
 other processes stretch the wall clock, so the script also reports cells per CPU-second of this
 process (with ``--threads 1`` that is the single-core rate without the waiting). It prints
 cells/s, the ratios to the floor and to scVI, and writes ``throughput.csv`` and
@@ -29,6 +36,7 @@ cells/s, the ratios to the floor and to scVI, and writes ``throughput.csv`` and
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import tempfile
@@ -41,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 MODES = ("fast", "scvi_loader", "scVI", "floor", "on_disk")
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 FULL_SIZES = ("10000x2000", "100000x2000", "1000000x2000", "100000x5000")
 QUICK_SIZES = ("3000x500",)
 
@@ -94,14 +103,50 @@ def synthetic_counts(n_cells: int, n_genes: int, density: float = 0.1, seed: int
     return adata
 
 
+def _sync() -> None:
+    """Wait for the GPU's queued work (a no-op without CUDA), so that clocks see all of it."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class _Clock:
     """Wall-clock and process CPU time between two points."""
 
     def start(self):
+        _sync()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def stop(self) -> tuple[float, float]:
+        _sync()
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+class PeakGPU:
+    """Highest memory allocated by torch on the current CUDA device while active (``None``: CPU)."""
+
+    def __init__(self, device: str):
+        self.on_gpu = device == "cuda"
+        self.peak = None
+
+    def __enter__(self):
+        if self.on_gpu:
+            import gc
+
+            import torch
+
+            gc.collect()  # the tensors of the mode before must not count here
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc):
+        if self.on_gpu:
+            import torch
+
+            _sync()
+            self.peak = torch.cuda.max_memory_allocated()
 
 
 def _epoch_cells_per_second(model, n_train: int, **train_kwargs) -> tuple[float, float]:
@@ -122,22 +167,26 @@ def _epoch_cells_per_second(model, n_train: int, **train_kwargs) -> tuple[float,
     return n_train / wall, n_train / cpu
 
 
-def _floor(model, batch_size: int, n_steps: int) -> tuple[float, float]:
-    """Cells/s of the bare module step on mini-batches densified beforehand."""
+def _floor(
+    model, batch_size: int, n_steps: int, device: str = "cpu", precision: str = "fp32"
+) -> tuple[float, float]:
+    """Cells/s of the bare module step on mini-batches densified beforehand, on ``device``."""
     import torch
 
     from scr2mae.data import inference_batches
 
-    module = model.module.train()
+    module = model.module.to(device).train()
     batches = []
-    for batch in inference_batches(model.adata_manager, batch_size=batch_size):
+    for batch in inference_batches(model.adata_manager, batch_size=batch_size, device=device):
         batches.append(batch)
         if len(batches) == min(n_steps, 20):
             break
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, eps=1e-8, weight_decay=1e-4)
+    bf16 = precision == "bf16"
 
     def step(tensors):
-        _, _, loss = module(tensors)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            _, _, loss = module(tensors)
         optimizer.zero_grad(set_to_none=True)
         loss.loss.backward()
         optimizer.step()
@@ -153,7 +202,17 @@ def _floor(model, batch_size: int, n_steps: int) -> tuple[float, float]:
 
 
 def run_size(
-    n_cells, n_genes, widths, modes, batch_size, floor_steps, workdir, seed, limit_steps=None
+    n_cells,
+    n_genes,
+    widths,
+    modes,
+    batch_size,
+    floor_steps,
+    workdir,
+    seed,
+    limit_steps=None,
+    precisions=("fp32",),
+    device="cpu",
 ):
     import scvi
 
@@ -175,53 +234,58 @@ def run_size(
     for n_hidden, n_latent in widths:
         sizes = {"n_hidden": n_hidden, "n_latent": n_latent, "n_layers": 2}
         n_train = int(np.ceil(0.9 * n_cells))
-        limit = {}
+        # train() on the chosen device, one device, in the chosen precision
+        trainer = {"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1}
         if limit_steps:
             # time the first `limit_steps` mini-batches of the epoch instead of all of them
-            limit = {"limit_train_batches": limit_steps}
+            trainer.update(limit_train_batches=limit_steps, limit_val_batches=limit_steps)
             n_train = min(n_train, limit_steps * batch_size)
-        for mode in modes:
+        for precision, mode in itertools.product(precisions, modes):
             scvi.settings.seed = seed
-            with PeakRSS() as rss:
+            fit = {"batch_size": batch_size, "precision": PRECISIONS[precision], **trainer}
+            with PeakRSS() as rss, PeakGPU(device) as gpu:
                 if mode == "fast":
                     rate, cpu_rate = _epoch_cells_per_second(
-                        R2MAEModel(adata, **sizes), n_train, batch_size=batch_size, **limit
+                        R2MAEModel(adata, **sizes), n_train, **fit
                     )
                 elif mode == "scvi_loader":
                     rate, cpu_rate = _epoch_cells_per_second(
-                        R2MAEModel(adata, **sizes),
-                        n_train,
-                        batch_size=batch_size,
-                        data_loader="scvi",
-                        **limit,
+                        R2MAEModel(adata, **sizes), n_train, data_loader="scvi", **fit
                     )
                 elif mode == "scVI":
                     rate, cpu_rate = _epoch_cells_per_second(
-                        scvi.model.SCVI(adata, **sizes), n_train, batch_size=batch_size, **limit
+                        scvi.model.SCVI(adata, **sizes), n_train, **fit
                     )
                 elif mode == "floor":
-                    rate, cpu_rate = _floor(R2MAEModel(adata, **sizes), batch_size, floor_steps)
+                    rate, cpu_rate = _floor(
+                        R2MAEModel(adata, **sizes), batch_size, floor_steps, device, precision
+                    )
                 else:
                     rate, cpu_rate = _epoch_cells_per_second(
-                        R2MAEModel(backed, **sizes), n_train, batch_size=batch_size, **limit
+                        R2MAEModel(backed, **sizes), n_train, **fit
                     )
             rows.append(
                 {
                     "n_cells": n_cells,
                     "n_genes": n_genes,
                     "widths": f"{n_hidden}/{n_latent}",
+                    "precision": precision,
                     "mode": mode,
+                    "device": device,
                     "cells_per_s": rate,
                     "cells_per_cpu_s": cpu_rate,
                     "peak_rss_gb": rss.peak / 1e9,
                     "start_rss_gb": rss.start / 1e9,
+                    "peak_gpu_gb": np.nan if gpu.peak is None else gpu.peak / 1e9,
                     "csr_gb": csr_bytes / 1e9,
                 }
             )
+            gpu_text = "n/a" if gpu.peak is None else f"{gpu.peak / 1e9:.2f} GB"
             print(
-                f"  {n_cells} x {n_genes}, widths {n_hidden}/{n_latent}, {mode}: "
+                f"  {n_cells} x {n_genes}, widths {n_hidden}/{n_latent}, {precision}, {mode}: "
                 f"{rate:,.0f} cells/s ({cpu_rate:,.0f} per CPU-second), "
-                f"peak RSS {rss.peak / 1e9:.2f} GB (at start {rss.start / 1e9:.2f} GB)",
+                f"peak RSS {rss.peak / 1e9:.2f} GB (at start {rss.start / 1e9:.2f} GB), "
+                f"peak GPU memory {gpu_text}",
                 flush=True,
             )
     if backed is not None:
@@ -231,7 +295,8 @@ def run_size(
 
 def ratio_table(table: pd.DataFrame, values: str = "cells_per_s") -> pd.DataFrame:
     """Cells/s per mode with the fast path's ratios to the floor, scvi_loader and scVI."""
-    wide = table.pivot_table(index=["n_cells", "n_genes", "widths"], columns="mode", values=values)
+    index = ["n_cells", "n_genes", "widths", "precision"]
+    wide = table.pivot_table(index=index, columns="mode", values=values)
     wide = wide[[m for m in MODES if m in wide.columns]]
     if "fast" in wide:
         for base in ("floor", "scvi_loader", "scVI"):
@@ -247,9 +312,10 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_rate, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
-    for (mode, widths, n_genes), part in table.groupby(["mode", "widths", "n_genes"]):
+    groups = table.groupby(["mode", "widths", "n_genes", "precision"])
+    for (mode, widths, n_genes, precision), part in groups:
         part = part.sort_values("n_cells")
-        label = f"{mode} {widths} G={n_genes}"
+        label = f"{mode} {widths} G={n_genes} {precision}"
         ax_rate.plot(part["n_cells"], part["cells_per_cpu_s"], marker="o", label=label)
         ax_mem.plot(part["n_cells"], part["peak_rss_gb"], marker="o", label=label)
     csr = table.drop_duplicates(["n_cells", "n_genes"]).sort_values("n_cells")
@@ -263,7 +329,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel(ylabel)
     ax_rate.set_yscale("log")
     ax_mem.legend(fontsize=6)
-    fig.suptitle("R2MAEModel training throughput (CPU)")
+    fig.suptitle(f"R2MAEModel training throughput ({table['device'].iloc[0]})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -276,6 +342,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--sizes", nargs="+", help="CELLSxGENES, e.g. 100000x2000")
     parser.add_argument("--widths", nargs="+", default=["128/32", "512/128"])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS), help="fp32, bf16"
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if available"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--floor-steps", type=int, default=200)
     parser.add_argument(
@@ -285,6 +357,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         help="time only the first N mini-batches of the epoch (large sizes on a slow machine)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--skip-warm-up", action="store_true", help="no untimed first fits (dry runs only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/genomics/singlecell/results/throughput")
     args = parser.parse_args(argv)
@@ -295,12 +370,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`--device cuda` needs a CUDA device; none is available.")
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     widths = [tuple(int(v) for v in w.split("/")) for w in args.widths]
     floor_steps = 20 if args.quick else args.floor_steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _warm_up(widths[0], args.batch_size)
+    if not args.skip_warm_up:
+        _warm_up(widths[0], args.batch_size, device)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for size in sizes:
@@ -316,14 +397,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 workdir,
                 args.seed,
                 args.limit_steps,
+                args.precisions,
+                device,
             )
+            # written after every size: a run stopped by a time limit keeps what it measured
+            pd.DataFrame(rows).to_csv(out / "throughput.csv", index=False)
     table = pd.DataFrame(rows)
     table.to_csv(out / "throughput.csv", index=False)
     figure(table, out / "throughput.png")
     what = f"first {args.limit_steps} steps of an epoch" if args.limit_steps else "one epoch"
     print(
         f"\ncells/s, {what}, batch {args.batch_size}, {torch.get_num_threads()} torch "
-        f"thread(s), device cpu"
+        f"thread(s), device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
     )
     print(ratio_table(table).round(2).to_markdown())
     print(
@@ -331,16 +417,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "when torch runs one thread)"
     )
     print(ratio_table(table, "cells_per_cpu_s").round(2).to_markdown())
-    memory = table.pivot_table(
-        index=["n_cells", "n_genes", "widths"], columns="mode", values="peak_rss_gb"
-    )
+    index = ["n_cells", "n_genes", "widths", "precision"]
+    memory = table.pivot_table(index=index, columns="mode", values="peak_rss_gb")
     print("\npeak resident memory (GB)")
     print(memory.round(2).to_markdown())
+    print("\npeak GPU memory allocated by torch (GB)")
+    gpu = table.pivot_table(index=index, columns="mode", values="peak_gpu_gb", dropna=False)
+    print(gpu.round(2).astype(object).where(gpu.notna(), "n/a").to_markdown())
     print(f"\nfigure: {out / 'throughput.png'}")
     return table
 
 
-def _warm_up(widths, batch_size):
+def _warm_up(widths, batch_size, device="cpu"):
     """An untimed fit of each model class: the first fit of a process pays one-off costs."""
     import scvi
 
@@ -350,12 +438,15 @@ def _warm_up(widths, batch_size):
     R2MAEModel.setup_anndata(adata, batch_key="batch")
     scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
     sizes = {"n_hidden": widths[0], "n_latent": widths[1]}
+    accelerator = {"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1}
     for model, kwargs in (
         (R2MAEModel(adata, **sizes), {}),
         (R2MAEModel(adata, **sizes), {"data_loader": "scvi"}),
         (scvi.model.SCVI(adata, **sizes), {}),
     ):
-        model.train(max_epochs=1, batch_size=batch_size, enable_progress_bar=False, **kwargs)
+        model.train(
+            max_epochs=1, batch_size=batch_size, enable_progress_bar=False, **accelerator, **kwargs
+        )
 
 
 if __name__ == "__main__":
