@@ -465,7 +465,7 @@ def run_dataset(name: str, spec: dict, config: dict, args, seed: int) -> dict[st
 
         # (c) the library of cells with unmeasured genes: R2MAE's estimate of the full library,
         # or the sum of the measured counts; the library the decoder used is the sum of its
-        # output at library_size="observed" (the proportions sum to 1 over the model's genes)
+        # output at library_size="latent" (the proportions sum to 1 over the model's genes)
         model = models["R2MAE"]
         true_library = q_library[cells]
         for estimate, label in ((True, "estimated (default)"), (False, "observed sum")):
@@ -475,7 +475,7 @@ def run_dataset(name: str, spec: dict, config: dict, args, seed: int) -> dict[st
                     zero_shot, gene_list=removed_genes, return_numpy=True
                 )
                 used = model.get_normalized_expression(
-                    zero_shot, library_size="observed", return_numpy=True
+                    zero_shot, library_size="latent", return_numpy=True
                 ).sum(1)
             finally:
                 model.module.estimate_unmeasured_library = True
