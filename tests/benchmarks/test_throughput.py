@@ -25,5 +25,10 @@ def test_throughput_benchmark_times_every_mode_and_writes_the_figure(capsys, tmp
     assert (table["peak_rss_gb"] > table["csr_gb"]).all()
     assert (tmp_path / "throughput.png").stat().st_size > 0
     assert (tmp_path / "throughput.csv").exists()
+    # the printed ratios are the fast path's rate over each baseline's, per configuration
+    wide = runpy.run_path(str(SCRIPT), run_name="throughput")["ratio_table"](table)
+    rates = table.set_index("mode")["cells_per_s"]
+    assert wide["fast/floor"].iloc[0] == rates["fast"] / rates["floor"]
+    assert wide["fast/scVI"].iloc[0] == rates["fast"] / rates["scVI"]
     out = capsys.readouterr().out
     assert "fast/floor" in out and "fast/scVI" in out and "peak resident memory" in out
