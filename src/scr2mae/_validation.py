@@ -70,6 +70,126 @@ def _nan_to_zero(block):
     return np.nan_to_num(block, nan=0.0)
 
 
+# What "counts" means here. Raw UMI counts are integers. Counts corrected for ambient RNA
+# (SoupX, DecontX, CellBender's posterior means) are non-negative but not integers: each entry
+# is shifted or shrunk by its own amount, so they stay counts in scale and are accepted with a
+# warning. Normalised or log-normalised values are refused; they are recognised by what the
+# transforms leave behind, not by thresholds on magnitudes alone:
+#
+# 1. Common total: every cell sums to the same non-integer-producing value (within
+#    ``_EQUAL_TOTAL_RTOL``), as after ``sc.pp.normalize_total`` on all genes.
+# 2. Per-cell rescaling: in most cells every value is an integer multiple of one per-cell unit
+#    (the cell's smallest non-zero value, or that divided by 2, 3 or 4), directly (normalised
+#    counts, CPM, counts per 10^4 even after a gene subset) or after undoing log1p, log2(1 + x)
+#    or log10(1 + x) (log-normalised data), with a non-integer unit or mostly non-integer
+#    values. Ambient correction subtracts or shrinks each entry by a different amount, which
+#    leaves no such unit; integer counts with a few corrected entries have the unit 1.
+# 3. Log range: cells have on average at least ``_LOG_MIN_GENES`` non-zero values, none above
+#    ``_LOG_MAX``, and nearly all non-zero values are non-integer. Real counts of cells with
+#    that many detected genes reach higher values in some gene (MT-, RP-, MALAT1); log1p of
+#    counts per 10^4 or per million does not, even when rounded (which defeats rule 2). Small
+#    panels are left to rules 1 and 2: their counts can stay low.
+_EQUAL_TOTAL_RTOL = 1e-3
+_SAMPLE_CELLS = 500  # cells read for rule 2, evenly spaced through the matrix
+_MIN_NONZERO = 5  # cells with fewer non-zero values are not judged by rule 2
+_UNIT_DIVISORS = (1, 2, 3, 4)  # the smallest count of a cell may be 1, 2, 3 or 4
+_MAX_MULTIPLE = 1e4  # larger ratios to the unit cannot be told from chance
+_ON_GRID = 0.95  # share of a cell's values that must be multiples of its unit
+_CELLS_ON_GRID = 0.8  # share of judged cells that must look rescaled
+_LOG_MAX = 15.0
+_LOG_NON_INTEGER = 0.9
+_LOG_MIN_GENES = 100  # non-zero values per cell (mean) before rule 3 applies
+_INVERSES = (
+    ("", lambda v: v),
+    ("log1p", np.expm1),
+    ("log2(1 + x)", lambda v: np.exp2(v) - 1.0),
+    ("log10(1 + x)", lambda v: np.power(10.0, v) - 1.0),
+)
+
+
+def _rescaled_share(block: sparse.csr_matrix, inverse) -> float:
+    """Share of the cells (with enough non-zero values) whose values, after ``inverse``, are
+    integer multiples of one per-cell unit; 0 when no cell can be judged."""
+    nnz = np.diff(block.indptr)
+    judged = nnz >= _MIN_NONZERO
+    if not judged.any():
+        return 0.0
+    block = block[judged]
+    nnz = nnz[judged]
+    starts = block.indptr[:-1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = inverse(block.data.astype(np.float64))
+    non_integer = np.add.reduceat((block.data != np.round(block.data)).astype(float), starts)
+    unit = np.minimum.reduceat(values, starts)
+    ratio = values / np.repeat(unit, nnz)
+    on_grid = np.zeros(nnz.size)
+    for divisor in _UNIT_DIVISORS:
+        multiple = ratio * divisor
+        near = (multiple <= _MAX_MULTIPLE) & (
+            np.abs(multiple - np.round(multiple)) <= 0.02 + 1e-5 * multiple
+        )
+        on_grid = np.maximum(on_grid, np.add.reduceat(near.astype(float), starts) / nnz)
+    # a cell of integers with a few corrected entries is not rescaled (its unit is 1): the unit
+    # must be non-integer (0.5 for halved counts, 10^4 / total for counts per 10^4) or most
+    # values must be (log1p of counts has the unit 1)
+    rescaled = (on_grid >= _ON_GRID) & ((unit != np.round(unit)) | (non_integer / nnz >= 0.5))
+    return float(rescaled.mean())
+
+
+def _sample_rows(mat) -> sparse.csr_matrix:
+    n_obs = mat.shape[0]
+    rows = np.unique(np.linspace(0, n_obs - 1, min(n_obs, _SAMPLE_CELLS)).astype(np.int64))
+    block = mat[rows]
+    block = sparse.csr_matrix(block if sparse.issparse(block) else np.asarray(block))
+    block = sparse.csr_matrix(block, dtype=np.float64)
+    block.data = np.nan_to_num(block.data, nan=0.0)  # unmeasured genes take no part
+    block.eliminate_zeros()
+    block.sort_indices()
+    return block
+
+
+def _transformed_reason(
+    mat, cell_totals: np.ndarray, n_non_integer: int, n_nonzero: int, max_value: float
+) -> str | None:
+    """Why the non-integer values of ``mat`` look normalised or log-transformed, else None."""
+    totals = cell_totals[cell_totals > 0]
+    if totals.size >= 2:
+        median = float(np.median(totals))
+        if (totals.max() - totals.min()) <= _EQUAL_TOTAL_RTOL * median:
+            return (
+                f"looks normalised: every cell sums to {median:.6g} and {n_non_integer:,} values "
+                "are non-integer, as after `sc.pp.normalize_total`"
+            )
+    sample = _sample_rows(mat)
+    for name, inverse in _INVERSES:
+        if name and max_value > 40:  # log data never reaches 40 (log2 of 10^12)
+            continue
+        share = _rescaled_share(sample, inverse)
+        if share >= _CELLS_ON_GRID:
+            if not name:
+                return (
+                    f"looks normalised: in {share:.0%} of the cells checked, the non-integer "
+                    "values are integer multiples of one per-cell factor (counts scaled per "
+                    "cell, e.g. `sc.pp.normalize_total` or counts per million)"
+                )
+            return (
+                f"looks log-normalised: in {share:.0%} of the cells checked, the non-integer "
+                f"values are {name} of counts scaled per cell (e.g. `sc.pp.normalize_total` "
+                "then `sc.pp.log1p`)"
+            )
+    n_obs = cell_totals.size
+    if (
+        n_nonzero >= _LOG_MIN_GENES * n_obs
+        and max_value <= _LOG_MAX
+        and n_non_integer >= _LOG_NON_INTEGER * n_nonzero
+    ):
+        return (
+            f"looks log-transformed: no value exceeds {max_value:.3g} and "
+            f"{n_non_integer / n_nonzero:.0%} of the non-zero values are non-integer"
+        )
+    return None
+
+
 def check_count_matrix(
     adata: AnnData,
     layer: str | None = None,
@@ -77,15 +197,36 @@ def check_count_matrix(
     where: str = "",
     allow_empty: bool = False,
     allow_unmeasured: bool | None = None,
+    allow_non_integer: bool = True,
 ) -> None:
-    """Check that a layer holds raw counts usable by a count model.
+    """Check that a layer holds counts usable by a count model.
+
+    Counts are raw integers or non-negative, non-integer counts corrected for ambient RNA
+    (SoupX, DecontX, CellBender); the latter are accepted with a warning that says how many
+    values are not integers. Normalised or log-normalised data is refused. The rules that
+    tell them apart, in order:
+
+    1. every cell sums to the same total (within 0.1 %) while values are non-integer: counts
+       normalised to a common total (``sc.pp.normalize_total``);
+    2. in at least 80 % of up to 500 cells spread through the matrix (those with at least five
+       non-zero values), 95 % of the values are integer multiples of one per-cell unit (the
+       cell's smallest non-zero value, or it divided by 2, 3 or 4) and the unit, or at least
+       half of the values, are non-integer; either as they are (counts scaled per cell, also
+       after a gene subset) or after undoing ``log1p``, ``log2(1 + x)`` or ``log10(1 + x)``
+       (log-normalised data). Ambient correction moves every entry by its own amount and
+       leaves no such unit; a cell of integers with a few corrected entries has the unit 1;
+    3. cells have on average at least 100 non-zero values, no value exceeds 15 and at least
+       90 % of the non-zero values are non-integer: the range of log-transformed data (also
+       rounded log values, which rule 2 misses), which counts of cells with that many
+       detected genes exceed in some gene.
 
     Parameters
     ----------
     adata
         The AnnData to check; it is only read.
     layer
-        Layer with the counts, ``None`` for ``adata.X``.
+        Layer with the counts, ``None`` for ``adata.X``. Messages name it
+        (``adata.layers['counts']`` or ``adata.X``).
     where
         Optional text naming the caller, prefixed to error messages.
     allow_empty
@@ -97,13 +238,23 @@ def check_count_matrix(
         accepts them only in an AnnData made by
         :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` (it has the ``.obs`` column
         ``"scr2mae_n_measured_genes"``).
+    allow_non_integer
+        Accept non-integer counts that do not look normalised, with a warning. ``False``
+        refuses every non-integer value (where integers are stored, as for the Census).
+
+    Warns
+    -----
+    UserWarning
+        When values are non-integer but accepted (how many, of how many non-zero values), and
+        when genes have no counts.
 
     Raises
     ------
     ValueError
-        If the matrix has no cells or genes, contains infinite, negative or non-integer values,
-        NaN (unless unmeasured genes are allowed), or (unless ``allow_empty``) cells without
-        any counts.
+        If the matrix has no cells or genes, contains infinite or negative values, NaN (unless
+        unmeasured genes are allowed), non-integer values that look normalised or
+        log-transformed (or any, unless ``allow_non_integer``), or (unless ``allow_empty``)
+        cells without any counts.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}.")
@@ -120,6 +271,9 @@ def check_count_matrix(
     cell_totals = np.zeros(n_obs, dtype=np.float64)
     gene_totals = np.zeros(n_vars, dtype=np.float64)
     gene_nan = np.zeros(n_vars, dtype=np.int64)  # unmeasured entries per gene
+    n_non_integer = n_nonzero = 0
+    example = None  # one non-integer value, for the messages
+    max_value = 0.0
     for start, block in _iter_blocks(mat):
         values = block.data if sparse.issparse(block) else block
         if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
@@ -148,16 +302,41 @@ def check_count_matrix(
         if values.size:
             if values.min() < 0:
                 raise ValueError(
-                    f"{prefix}{name} contains negative values (min {values.min()}); "
-                    "raw non-negative counts are required."
+                    f"{prefix}{name} contains negative values (min {values.min():.4g}); "
+                    "raw non-negative counts are required, not centred, scaled or "
+                    "batch-corrected data (pass `layer=` naming the counts)."
                 )
-            if np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values)):
-                raise ValueError(
-                    f"{prefix}{name} contains non-integer values; raw counts are required, not "
-                    "normalised or log-transformed data (pass `layer=` naming the counts)."
-                )
+            max_value = max(max_value, float(values.max()))
+            n_nonzero += int(np.count_nonzero(values))
+            if np.issubdtype(values.dtype, np.floating):
+                fractional = values != np.round(values)
+                n_frac = int(np.count_nonzero(fractional))
+                if n_frac and example is None:
+                    example = float(values[fractional].flat[0])
+                n_non_integer += n_frac
         cell_totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
         gene_totals += np.asarray(block.sum(axis=0)).ravel()
+    if n_non_integer:
+        reason = _transformed_reason(mat, cell_totals, n_non_integer, n_nonzero, max_value)
+        if reason is not None:
+            raise ValueError(
+                f"{prefix}{name} {reason}. Pass raw counts (`layer=` naming them, e.g. "
+                "'counts'); counts corrected for ambient RNA are accepted."
+            )
+        percent = 100 * n_non_integer / n_nonzero
+        share = f"{n_non_integer:,} of {n_nonzero:,} non-zero values ({percent:.3g} %)"
+        if not allow_non_integer:
+            raise ValueError(
+                f"{prefix}{name} contains non-integer values: {share}, e.g. {example:.6g}; "
+                "integer counts are required here."
+            )
+        warnings.warn(
+            f"{prefix}{name} holds non-integer counts: {share} are not integers (e.g. "
+            f"{example:.6g}). They are used as they are, as counts corrected for ambient RNA "
+            "(SoupX, DecontX, CellBender); if they are not counts, pass the raw counts instead.",
+            UserWarning,
+            stacklevel=3,
+        )
     # genes unmeasured in every cell are not "genes without counts"
     empty_genes = np.flatnonzero((gene_totals == 0) & (gene_nan < n_obs))
     if empty_genes.size and not allow_empty:

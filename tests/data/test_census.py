@@ -196,6 +196,13 @@ def test_write_census_standin_round_trips_through_load_census(tmp_path, census_a
     bad.layers["counts"] = bad.X.astype(np.float32) * 0.5
     with pytest.raises(ValueError, match="non-integer"):
         write_census_standin(bad, tmp_path / "bad")
+    # ambient-corrected counts are counts, but the Census holds integers
+    corrected = bad.X.astype(np.float32)
+    shrink = np.random.default_rng(0).uniform(0.6, 1.0, corrected.nnz).astype(np.float32)
+    corrected.data = corrected.data * shrink
+    bad.layers["counts"] = corrected
+    with pytest.raises(ValueError, match=r"non-integer values: .* integer counts are required"):
+        write_census_standin(bad, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
 

@@ -61,11 +61,32 @@ def test_preprocess_rejects_bad_input():
     with pytest.raises(ValueError, match="n_top_genes"):
         preprocess_counts(adata, n_top_genes=0)
     bad = adata.copy()
-    bad.layers["counts"] = bad.layers["counts"] * 0.5
-    with pytest.raises(ValueError, match="non-integer"):
+    counts = bad.layers["counts"].toarray()
+    bad.layers["counts"] = counts / counts.sum(1, keepdims=True) * 1e4
+    with pytest.raises(ValueError, match=r"adata.layers\['counts'\] looks normalised"):
+        preprocess_counts(bad)
+    bad = synthetic_donor_counts(n_donors=4, cells_per_donor=5, n_genes=200)
+    bad.layers["counts"] = log_normalize(bad.layers["counts"])
+    with pytest.raises(ValueError, match=r"adata.layers\['counts'\] looks log-normalised"):
         preprocess_counts(bad)
     with pytest.raises(TypeError):
         preprocess_counts(adata.X)
+
+
+def test_preprocess_keeps_ambient_corrected_counts():
+    adata = synthetic_donor_counts(n_donors=4, cells_per_donor=30, n_genes=200, seed=1)
+    counts = adata.layers["counts"].astype(np.float32)
+    rng = np.random.default_rng(0)
+    counts.data = counts.data * rng.uniform(0.6, 1.0, counts.data.size).astype(np.float32)
+    adata.layers["counts"] = counts
+    with pytest.warns(UserWarning, match=r"preprocess_counts: .* holds non-integer counts"):
+        out = preprocess_counts(adata, n_top_genes=50, min_genes=None)
+    kept = adata[out.obs_names, out.var_names].layers["counts"].toarray()
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), kept)  # not rounded
+    assert out.layers["counts"].dtype == np.float32
+    np.testing.assert_allclose(
+        out.X.toarray(), log_normalize(out.layers["counts"]).toarray(), rtol=1e-6
+    )
 
 
 def test_synthetic_data_carries_donor_traits():

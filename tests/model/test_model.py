@@ -266,9 +266,10 @@ def _snapshot(ad):
 def _corrupt(kind, ad):
     counts = ad.layers["counts"]
     counts = counts.toarray() if sparse.issparse(counts) else np.array(counts, dtype=np.float64)
-    if kind == "non-integer":
-        counts = counts.astype(np.float64)
-        counts[0, 0] = 1.5
+    if kind == "log-normalised":
+        counts = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    elif kind == "scaled":
+        counts = counts / counts.sum(1, keepdims=True) * 1e4
     elif kind == "negative":
         counts[0, 0] = -1
     elif kind == "nan":
@@ -288,7 +289,8 @@ def _corrupt(kind, ad):
 @pytest.mark.parametrize(
     ("kind", "match"),
     [
-        ("non-integer", "non-integer"),
+        ("log-normalised", r"adata.layers\['counts'\] looks log-normalised"),
+        ("scaled", r"adata.layers\['counts'\] looks normalised: every cell sums to 10000"),
         ("negative", "negative"),
         ("nan", "NaN"),
         ("inf", "infinite"),
@@ -305,12 +307,24 @@ def test_bad_counts_rejected_before_anything_is_written(adata, kind, match):
     np.testing.assert_array_equal(before[3], after[3])
 
 
-def test_bad_counts_in_sparse_matrix(adata):
+def test_ambient_corrected_counts_train_unchanged(adata):
+    """Non-integer counts (ambient RNA removed) are accepted with a warning and reach the model
+    as they are, in float32."""
+    from scr2mae.data._inmemory import CellTensors
+
     m = sparse.csr_matrix(adata.layers["counts"]).astype(np.float32)
-    m.data[0] = 0.5
+    rng = np.random.default_rng(0)
+    m.data = (m.data * rng.uniform(0.7, 1.0, m.data.size)).astype(np.float32)
     adata.layers["counts"] = m
-    with pytest.raises(ValueError, match="non-integer"):
-        R2MAEModel.setup_anndata(adata, layer="counts")
+    with pytest.warns(UserWarning, match=r"adata.layers\['counts'\] holds non-integer counts: "):
+        R2MAEModel.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = R2MAEModel(adata, **SMALL)
+    tensors = CellTensors(model.adata_manager)
+    assert tensors.val.dtype == torch.float32
+    np.testing.assert_array_equal(tensors.val.numpy(), m.data)  # not rounded or truncated
+    model.train(max_epochs=2, batch_size=50, enable_progress_bar=False)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    assert np.isfinite(model.get_latent_representation()).all()
 
 
 @pytest.mark.parametrize(

@@ -136,15 +136,42 @@ def test_duplicates_and_too_little_overlap_are_errors(reference, query):
 def test_bad_query_counts_are_errors(reference, query):
     bad = query.copy()
     dense = bad.layers["counts"].toarray()
-    dense[0, 0] = 0.5
+    dense[0, 0] = -1.0
     bad.layers["counts"] = dense
-    with pytest.raises(ValueError, match="non-integer"):
-        R2MAEModel.prepare_query_anndata(bad, reference)
+    # the message names the layer that was read, not the internal copy
+    with pytest.raises(
+        ValueError,
+        match=r"^prepare_query_anndata: adata\.layers\['counts'\] contains negative values",
+    ):
+        R2MAEModel.prepare_query_anndata(bad, reference, layer="counts")
+    lognorm = query.copy()
+    lognorm.layers["counts"] = np.log1p(query.layers["counts"].toarray())
+    with pytest.raises(ValueError, match=r"adata\.layers\['counts'\] looks log-normalised"):
+        R2MAEModel.prepare_query_anndata(lognorm, reference)
     dense[0, 0] = np.nan
     with pytest.raises(ValueError, match=r"NaN.*nan_as_unmeasured"):
         R2MAEModel.prepare_query_anndata(bad, reference)
     with pytest.raises(ValueError, match="layer 'raw'"):
         R2MAEModel.prepare_query_anndata(query, reference, layer="raw")
+
+
+def test_ambient_corrected_query_is_prepared_with_a_warning(reference, query):
+    corrected = query[:, 5:].copy()  # a panel without the first five genes
+    counts = corrected.layers["counts"].copy()
+    rng = np.random.default_rng(0)  # each entry shrunk by its own amount
+    counts.data = (counts.data * rng.uniform(0.7, 1.0, counts.nnz)).astype(np.float32)
+    corrected.layers["counts"] = counts
+    n_fractional = int(np.count_nonzero(counts.data != np.round(counts.data)))
+    with pytest.warns(
+        UserWarning,
+        match=rf"prepare_query_anndata: adata\.layers\['counts'\] holds non-integer counts: "
+        rf"{n_fractional:,} of {counts.nnz:,} non-zero values",
+    ):
+        prepared = R2MAEModel.prepare_query_anndata(corrected, reference)
+    kept = prepared.layers["counts"][:, 5:].toarray()
+    np.testing.assert_array_equal(kept, counts.toarray())
+    z = reference.get_latent_representation(prepared)
+    assert z.shape == (query.n_obs, SMALL["n_latent"]) and np.isfinite(z).all()
 
 
 def test_two_panels_concatenated(reference, query):

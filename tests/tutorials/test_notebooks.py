@@ -22,6 +22,8 @@ MUST_SHOW = {
     "04_masking_core.ipynb": ["ratio drawn for this mini-batch", "missense AUROC"],
     "05_pretrained_query.ipynb": [
         "label transfer balanced accuracy",
+        "accuracy of the 50% most certain cells",
+        "(not in the reference) marked unknown",
         "imputed genes; per-cell Pearson r",
         "ValueError:",
     ],

@@ -195,7 +195,12 @@ def _finalise(adata: AnnData, counts_layer: str, var_index: str | None) -> AnnDa
     adata.X = X
     # the Census "raw" layer holds integer counts; anything else was the wrong layer
     check_count_matrix(
-        adata, None, where="Census X layer (load 'raw')", allow_empty=True, allow_unmeasured=False
+        adata,
+        None,
+        where="Census X layer (load 'raw')",
+        allow_empty=True,
+        allow_unmeasured=False,
+        allow_non_integer=False,
     )
     data = X.data
     counts = X.astype(np.int32 if (not data.size or data.max() < 2**31) else np.int64)
@@ -688,7 +693,10 @@ def write_census_standin(
     if os.path.exists(uri):
         raise FileExistsError(f"{uri!r} already exists; choose a new folder.")
     exp_name = _experiment_name(organism)
-    check_count_matrix(adata, counts_layer, where="write_census_standin", allow_empty=True)
+    # the stand-in holds integer counts, as the Census does (they are read back as integers)
+    check_count_matrix(
+        adata, counts_layer, where="write_census_standin", allow_empty=True, allow_non_integer=False
+    )
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
     import tiledbsoma
     import tiledbsoma.io

@@ -1,5 +1,7 @@
-"""Evaluation helpers: linear probing of representations and training-time measurement."""
+"""Evaluation helpers: linear probing of representations, label transfer and training-time
+measurement."""
 
+from ._label_transfer import transfer_labels
 from ._linear_probe import (
     LinearProbeResult,
     cap_cells_per_donor,
@@ -31,4 +33,5 @@ __all__ += [
     "r2mae_predictor",
     "scvi_predictor",
     "split_donors",
+    "transfer_labels",
 ]

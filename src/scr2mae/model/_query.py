@@ -150,19 +150,22 @@ def align_to_genes(
 
     counts = adata.X if layer is None else adata.layers[layer]
     # the query's own counts are checked on the genes that are kept
+    kept = counts[:, matched] if matched.size < counts.shape[1] else counts
+    # the same layer name as the query's, so that messages name the matrix the user passed
     sub = AnnData(
-        X=counts[:, matched] if matched.size < counts.shape[1] else counts,
+        X=kept if layer is None else None,
         obs=pd.DataFrame(index=adata.obs_names),
         var=pd.DataFrame(index=pd.Index(target[position[matched]]).astype(str)),
+        layers={} if layer is None else {layer: kept},
     )
     check_count_matrix(
         sub,
-        None,
+        layer,
         where="prepare_query_anndata",
         allow_empty=True,
         allow_unmeasured=nan_as_unmeasured,
     )
-    x = sparse.csr_matrix(sub.X, dtype=np.float32)
+    x = sparse.csr_matrix(kept, dtype=np.float32)
     x.sum_duplicates()
     n_obs = x.shape[0]
     model_column = position[matched]
