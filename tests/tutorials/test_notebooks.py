@@ -24,6 +24,7 @@ MUST_SHOW = {
         "label transfer balanced accuracy",
         "accuracy of the 50% most certain cells",
         "(not in the reference) marked unknown",
+        "reference weights unchanged after training the query: True",
         "imputed genes; per-cell Pearson r",
         "ValueError:",
     ],
