@@ -150,8 +150,8 @@ def test_out_of_core_training_from_soma(local_census):
         again = model.get_latent_representation(dataloader=anndata_batches(shuffled, dm))
         joined = emb.loc[shuffled.obs["soma_joinid"].to_numpy()].to_numpy()
         np.testing.assert_allclose(joined, again, rtol=1e-5, atol=1e-6)
-        with pytest.raises(ValueError, match="not both"):
-            model.get_latent_representation(indices=[0], dataloader=[])
+        with pytest.raises(ValueError, match="Only one of `adata` or `dataloader`"):
+            model.get_latent_representation(adata=cells, dataloader=[])
     finally:
         dm.census.close()
 
