@@ -302,12 +302,16 @@ class R2MAEModel(
         made_here = datamodule is None and data_loader != "scvi"
         if made_here:
             datamodule = self._make_datamodule(data_loader, batch_size, train_size, kwargs)
-        n_obs = getattr(datamodule, "n_obs", None) or (self.adata.n_obs if self.adata else None)
+        n_obs = getattr(datamodule, "n_obs", None)
+        if n_obs is None and self.adata is not None:
+            n_obs = self.adata.n_obs
         if max_epochs is None:
             if n_obs is None:
                 raise ValueError("`max_epochs` must be given when training from a data module.")
             max_epochs = default_max_epochs(n_obs)
-        kwargs.update({"datamodule": datamodule} if datamodule else {"train_size": train_size})
+        kwargs.update(
+            {"train_size": train_size} if datamodule is None else {"datamodule": datamodule}
+        )
         kwargs.setdefault("early_stopping_monitor", VALIDATION_METRIC)
         out = super().train(
             max_epochs=max_epochs,
