@@ -144,3 +144,14 @@ def test_step_logging_every_n_steps(adata, monkeypatch):
     logged.clear()
     R2MAEModel(adata, **SMALL).train(max_epochs=1, batch_size=20, enable_progress_bar=False)
     assert logged == []
+
+
+def test_default_length_is_about_a_thousand_steps_and_never_longer_than_before():
+    from scr2mae.model import default_max_epochs
+
+    assert default_max_epochs(1886) == 74  # the Baron pancreas of the length benchmark
+    assert default_max_epochs(2000) <= 150
+    assert default_max_epochs(700) == 200 and default_max_epochs(10_000) == 30
+    for n in (10, 100, 700, 2_000, 20_000, 100_000, 1_000_000, 5_000_000):
+        before = min(400, max(1, round(20000 / n * 400)))
+        assert 1 <= default_max_epochs(n) <= before  # never more passes over the data

@@ -1,6 +1,6 @@
 """The single-cell front: :class:`R2MAEModel`, its torch module and training plan."""
 
-from ._model import R2MAEModel
+from ._model import R2MAEModel, default_max_epochs
 from ._module import R2MAEModule
 from ._training_plan import PAPER_OPTIMIZER, VALIDATION_METRIC, R2MAETrainingPlan
 
@@ -10,4 +10,5 @@ __all__ = [
     "R2MAEModel",
     "R2MAEModule",
     "R2MAETrainingPlan",
+    "default_max_epochs",
 ]

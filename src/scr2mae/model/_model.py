@@ -46,8 +46,13 @@ __all__ = ["R2MAEModel", "default_max_epochs"]
 
 
 def default_max_epochs(n_obs: int) -> int:
-    """The default number of epochs for ``n_obs`` training cells (see ``R2MAEModel.train``)."""
-    return int(min(400, max(1, round(20000 / n_obs * 400))))
+    """Default epochs for ``n_obs`` cells: about 1,000 steps of 128 cells, 30 at least.
+
+    Measured on pbmc68k, the Baron mouse pancreas and synthetic donors (training-length
+    benchmark): the probe of the embedding is flat from about 600 steps on, while 30 epochs of
+    1,886 cells were short. Never more passes than the earlier ``min(400, 20000 / n × 400)``.
+    """
+    return int(min(400, max(1, round(20000 / n_obs * 400)), max(30, round(140_000 / n_obs))))
 
 
 class R2MAEModel(
@@ -263,7 +268,9 @@ class R2MAEModel(
         Parameters
         ----------
         max_epochs
-            Passes over the data; defaults to :func:`default_max_epochs` of the cell count.
+            Passes over the data; defaults to :func:`default_max_epochs` (about 1,000 steps:
+            74 epochs for 2,000 cells), chosen for the embedding. For imputation, where the
+            masked reconstruction can still improve, use ``early_stopping=True``.
         batch_size
             Mini-batch size (the paper used 400 on atlases; see the large-batch guidance).
         train_size
