@@ -73,10 +73,10 @@ class R2MAEModel(
     ``mask_range=(0.1, 0.5)``. scvi-tools' mixins give the rest: differential expression,
     posterior predictive samples, likelihood parameters, normalised expression, scArches.
 
-    A gene a query did not measure is a *hidden* gene, which the model was trained to work
-    with (:meth:`prepare_query_anndata`). The encoder is deterministic: with ``n_samples > 1``
-    the ``get_*`` methods draw random gene sets to hide at the training ratios, and that is
-    their source of variation (:meth:`R2MAEModule.inference`).
+    A gene a query did not measure is a *hidden* gene (:meth:`prepare_query_anndata`). The
+    encoder is deterministic: ``n_samples > 1`` hides a small random gene set per cell and
+    sample (:attr:`R2MAEModule.sample_ratios`), the source of variation of the ``get_*``
+    methods and of differential expression.
 
     Parameters
     ----------
@@ -85,22 +85,16 @@ class R2MAEModel(
         from a custom data module.
     registry
         Registry of a custom data module (out-of-core training).
-    n_hidden, n_latent
-        Width of the hidden layers and of the latent code.
-    n_layers, n_layers_decoder
-        Hidden layers of the encoder (2: the paper's 3-layer encoder) and decoder (1).
-    dropout_rate
-        Dropout after each hidden layer.
+    n_hidden, n_latent, n_layers, n_layers_decoder, dropout_rate
+        Widths, hidden layers of encoder (2: the paper's) and decoder (1), and dropout.
     mask_strategy
         A name understood by :func:`scr2mae.masking.resolve_masking` (``"r2mae"``,
         ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``, or the curricula ``"cl"``,
         ``"cl_k0"``, ``"r2mae_cl"``, ``"r2mae_cl_k0"`` of appendix A.3) or a
         :class:`~scr2mae.masking.RatioSchedule`.
-    mask_mode
-        ``"columns"`` (one gene set per mini-batch, the paper's) or per cell (``"exact"``,
-        ``"bernoulli"``).
-    input_transform
-        ``"log1p"`` of the masked counts (the paper's) or ``"log1p_cp10k"``.
+    mask_mode, input_transform
+        ``"columns"`` (one gene set per mini-batch, the paper's), ``"exact"`` or
+        ``"bernoulli"`` (per cell); encoder input ``"log1p"`` (the paper's) or ``"log1p_cp10k"``.
     batch_correction
         ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (a
         batch-blind encoder), or a blind encoder plus a term on the latent:
@@ -437,27 +431,10 @@ class R2MAEModel(
         """
         adata = self._validate_anndata(adata)
         model_fn = partial(self.get_normalized_expression, return_numpy=True, batch_size=batch_size)
-        return _de_core(
-            self.get_anndata_manager(adata, required=True),
-            model_fn,
-            None,
-            groupby,
-            group1,
-            group2,
-            idx1,
-            idx2,
-            all_stats,
-            raw_counts_properties,
-            adata.var_names,
-            mode,
-            batchid1,
-            batchid2,
-            delta,
-            batch_correction,
-            fdr_target,
-            silent,
-            **kwargs,
-        )
+        args = (groupby, group1, group2, idx1, idx2, all_stats, raw_counts_properties)
+        args += (adata.var_names, mode, batchid1, batchid2, delta, batch_correction)
+        manager = self.get_anndata_manager(adata, required=True)
+        return _de_core(manager, model_fn, None, *args, fdr_target, silent, **kwargs)
 
     @torch.inference_mode()
     def get_reconstruction_score(

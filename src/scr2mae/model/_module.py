@@ -57,46 +57,19 @@ class R2MAEModule(BaseModuleClass):
 
     Parameters
     ----------
-    n_input
-        Number of genes.
-    n_batch
-        Number of batches (0 or 1: no batch covariate).
-    n_continuous_cov
-        Number of continuous covariates.
-    n_cats_per_cov
-        Number of categories of each extra categorical covariate.
-    n_hidden
-        Width of hidden layers.
-    n_latent
-        Dimension of the latent representation.
-    n_layers
-        Hidden blocks in the encoder (the encoder has ``n_layers + 1`` linear layers).
-    n_layers_decoder
-        Hidden blocks in the decoder.
-    dropout_rate
-        Dropout after each hidden block.
+    n_input, n_batch, n_continuous_cov, n_cats_per_cov
+        Genes, batches (0 or 1: no batch covariate), continuous covariates, and the categories
+        of each extra categorical covariate.
     mask_strategy
-        A :class:`~scr2mae.masking.RatioSchedule` (already built by the model).
-    mask_mode
-        ``"columns"`` (one gene set per mini-batch, as in the paper), ``"bernoulli"`` or
-        ``"exact"`` (per cell).
+        A :class:`~scr2mae.masking.RatioSchedule` (built by the model).
     curriculum
-        ``None``, or ``(strategy, params)`` naming one of the curriculum strategies of
-        :func:`~scr2mae.masking.get_curriculum` (``"cl"``, ``"cl_k0"``, ``"r2mae_cl"``,
-        ``"r2mae_cl_k0"``) with its keyword arguments. The curriculum's discrete ratios then
-        replace ``mask_strategy``, and its Sinkhorn weights (from the uncorrupted counts of the
-        mini-batch) weight the masked-gene loss during training only.
-    input_transform
-        Encoder input: ``"log1p"`` of the masked counts (the paper's choice) or
-        ``"log1p_cp10k"``, which first scales each cell's visible counts to 10^4.
-    batch_correction
-        ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (the
-        encoder is blind to the batch), ``"adversarial"``, ``"mmd"`` or ``"variational"``
-        (blind encoder plus a term on the latent: a reversed batch classifier, an MMD between
-        batches, or the KL divergence of a Gaussian posterior). The term is added to the masked
-        NB loss and reported as ``batch_correction_loss``.
-    batch_correction_weight
-        Weight of that term (the strength of the reversed gradient for ``"adversarial"``).
+        ``None``, or ``(strategy, params)`` naming a curriculum of
+        :func:`~scr2mae.masking.get_curriculum`; its discrete ratios replace ``mask_strategy``
+        and its Sinkhorn weights weight the training loss.
+    n_hidden, n_latent, n_layers, n_layers_decoder, dropout_rate
+        As in :class:`~scr2mae.R2MAEModel`.
+    mask_mode, input_transform, batch_correction, batch_correction_weight
+        As in :class:`~scr2mae.R2MAEModel`.
     """
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
@@ -199,21 +172,13 @@ class R2MAEModule(BaseModuleClass):
             BatchClassifier(n_latent, n_batch) if batch_correction == "adversarial" else None
         )
 
-    def freeze_batchnorm(self, frozen: bool = True) -> None:
-        """Keep the batch-norm layers that scArches froze in evaluation mode while training.
-
-        Frozen layers (momentum 0, see :meth:`~scr2mae.R2MAEModel.load_query_data`) then
-        normalise with the reference's running statistics and leave every buffer unchanged.
-        """
-        self._frozen_norms = frozen
-
     def train(self, mode: bool = True):
-        """Set the training mode; frozen batch-norm layers stay in evaluation mode."""
+        """Set the training mode; batch norms frozen by scArches (momentum 0) stay in
+        evaluation mode, so they use and keep the reference's running statistics."""
         super().train(mode)
-        if getattr(self, "_frozen_norms", False):
-            for layer in self.modules():
-                if isinstance(layer, nn.BatchNorm1d) and layer.momentum == 0:
-                    layer.eval()
+        for layer in self.modules():
+            if isinstance(layer, nn.BatchNorm1d) and layer.momentum == 0:
+                layer.eval()
         return self
 
     # ------------------------------------------------------------------ covariates

@@ -404,7 +404,6 @@ class QueryMixin:
         align_first_layers(
             model.module, reference_state, category_counts(reference.registry_), unfrozen
         )
-        model.module.freeze_batchnorm(not unfrozen)
         model.is_query_model_ = not unfrozen
         return model
 
