@@ -6,14 +6,19 @@
 Every embedding of a dataset is scored with scib-metrics' ``Benchmarker`` (bio conservation,
 batch correction, total; raw scores, no min-max scaling) and with a cross-donor cell-type probe
 (:func:`scr2mae.evaluation.linear_probe`: logistic regression trained on some donors, balanced
-accuracy on the others, averaged over donor splits). Embeddings:
+accuracy on the others, averaged over donor splits) and by the scanpy clustering workflow
+(:func:`leiden_table`: ``sc.pp.neighbors(adata, use_rep=key)`` at scanpy's defaults, 15
+neighbours, then ``sc.tl.leiden`` at resolution 1.0, scored by ARI and NMI against the cell
+types; ``--resolutions`` adds other resolutions beside it). Embeddings:
 
 * R2MAE with each ``batch_correction`` (``none`` = the paper, ``decoder_only``,
   ``adversarial``, ``mmd``, ``variational``), fixed-ratio MAE (mask ratio 0.25), R2MAE +
   Harmony on its latent; ``--variants adversarial:0.3 variational:0.5`` adds options at other
   weights;
 * scVI at its defaults and at R2MAE's widths;
-* Harmony on PCA (``scanpy.external.pp.harmony_integrate``) and log-normalised PCA.
+* Harmony on PCA (``scanpy.external.pp.harmony_integrate``) and log-normalised PCA;
+* ``--transforms std l2 whiten`` adds each learned embedding after a post-hoc transform of the
+  latent (:data:`LATENT_TRANSFORMS`), as ``"<name> [std]"`` and so on.
 
 Datasets:
 
@@ -66,6 +71,33 @@ METHODS = (
     "Harmony PCA",
     "PCA",
 )
+#: resolution whose Leiden clusters give the ``leiden_ari`` and ``leiden_nmi`` columns
+LEIDEN_RESOLUTION = 1.0
+
+
+def standardize(X: np.ndarray) -> np.ndarray:
+    """Each latent dimension centred and scaled to unit variance (constant ones left at 0)."""
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit_transform(X)
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Each cell's centred latent vector scaled to unit length (Euclidean = cosine distance)."""
+    from sklearn.preprocessing import normalize
+
+    return normalize(X - X.mean(0))
+
+
+def pca_whiten(X: np.ndarray) -> np.ndarray:
+    """Principal components of the latent, each scaled to unit variance (full rank kept)."""
+    from sklearn.decomposition import PCA
+
+    return PCA(whiten=True, random_state=0).fit_transform(X)
+
+
+#: post-hoc transforms of a latent before it is scored (``--transforms``)
+LATENT_TRANSFORMS = {"std": standardize, "l2": l2_normalize, "whiten": pca_whiten}
 
 
 # ---------------------------------------------------------------------------------- data
@@ -279,6 +311,45 @@ def probe_table(adata, keys: list[str], n_splits: int) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def leiden_table(adata, keys: list[str], resolutions=(0.5, 1.0, 1.5)) -> pd.DataFrame:
+    """Leiden clusters of each embedding in the scanpy workflow, scored against the cell types.
+
+    Per embedding: ``sc.pp.neighbors(adata, use_rep=key)`` at scanpy's defaults (15 neighbours,
+    UMAP connectivities, Euclidean distance), then ``sc.tl.leiden`` at each resolution (scanpy's
+    defaults otherwise: in scanpy 1.11 the ``leidenalg`` flavour, ``random_state=0``). Columns
+    ``leiden_ari`` and ``leiden_nmi`` (adjusted Rand index, normalised mutual information) and
+    ``leiden_n`` (number of clusters) are at resolution :data:`LEIDEN_RESOLUTION`; the others
+    carry the resolution in their name, e.g.
+    ``leiden_ari_r0.5``.
+    """
+    import scanpy as sc
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    resolutions = sorted(set(resolutions) | {LEIDEN_RESOLUTION})
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    graph = sc.AnnData(obs=adata.obs[[]].copy())
+    rows = {}
+    for key in keys:
+        X = np.asarray(adata.obsm[key], dtype=np.float32)
+        if not np.isfinite(X).all():
+            raise ValueError(f"embedding {key!r} has non-finite values")
+        graph.obsm["rep"] = X
+        sc.pp.neighbors(graph, use_rep="rep")
+        row = {}
+        for res in resolutions:
+            with warnings.catch_warnings():
+                # scanpy 1.11 warns that its defaults (leidenalg) will become igraph's
+                warnings.simplefilter("ignore", FutureWarning)
+                sc.tl.leiden(graph, resolution=res, key_added="leiden")
+            clusters = graph.obs["leiden"].to_numpy()
+            tag = "" if res == LEIDEN_RESOLUTION else f"_r{res:g}"
+            row[f"leiden_ari{tag}"] = adjusted_rand_score(labels, clusters)
+            row[f"leiden_nmi{tag}"] = normalized_mutual_info_score(labels, clusters)
+            row[f"leiden_n{tag}"] = float(np.unique(clusters).size)
+        rows[key] = row
+    return pd.DataFrame(rows).T
+
+
 def plot(table: pd.DataFrame, title: str, path: Path) -> None:
     """Bio conservation against batch correction, one point per embedding."""
     import matplotlib
@@ -336,7 +407,8 @@ def run_dataset(name: str, args) -> pd.DataFrame:
     )
     out = Path(args.out) / ("quick" if args.quick else "full") / name
     out.mkdir(parents=True, exist_ok=True)
-    cols = ["Bio conservation", "Batch correction", "Total", "probe_bacc", "probe_sd"]
+    cols = ["Bio conservation", "Batch correction", "Total", "probe_bacc", "leiden_ari"]
+    cols += ["leiden_nmi", "probe_sd"]
     tables = []
     for seed in args.seeds:
         args.seed = seed
@@ -345,8 +417,14 @@ def run_dataset(name: str, args) -> pd.DataFrame:
         keys = [m for m in METHODS if m in args.methods]
         keys += [variant_name(*v) for v in args.variants]
         np.savez_compressed(out / f"embeddings_seed{seed}.npz", **{k: adata.obsm[k] for k in keys})
+        learned = [k for k in keys if k not in ("PCA", "Harmony PCA")]
+        for transform in args.transforms:
+            for key in learned:
+                adata.obsm[f"{key} [{transform}]"] = LATENT_TRANSFORMS[transform](adata.obsm[key])
+                keys.append(f"{key} [{transform}]")
         table = scib_table(adata, keys, kbet=not args.skip_kbet)
         table = table.join(probe_table(adata, keys, args.probe_splits))
+        table = table.join(leiden_table(adata, keys, args.resolutions))
         table["train_s"] = pd.Series(seconds)
         table.to_csv(out / f"scib_seed{seed}.csv")
         print(table[cols].round(3).to_string(), flush=True)
@@ -355,7 +433,7 @@ def run_dataset(name: str, args) -> pd.DataFrame:
     mean = stacked.groupby(level=0, sort=False).mean()
     if len(tables) > 1:
         spread = stacked.groupby(level=0, sort=False).std(ddof=1)
-        mean = mean.join(spread[cols[:4]].add_suffix("_sd"))
+        mean = mean.join(spread[cols[:6]].add_suffix("_sd"))
     mean.to_csv(out / "scib.csv")
     plot(
         mean,
@@ -363,7 +441,7 @@ def run_dataset(name: str, args) -> pd.DataFrame:
         f"{len(tables)} seed{'s' if len(tables) > 1 else ''})",
         out / "scib.png",
     )
-    shown = cols[:4] + ([f"{c}_sd" for c in cols[:4]] if len(tables) > 1 else ["probe_sd"])
+    shown = cols[:6] + ([f"{c}_sd" for c in cols[:6]] if len(tables) > 1 else ["probe_sd"])
     print(f"== {name}: mean over seeds {list(args.seeds)}", flush=True)
     print(mean[shown].round(3).to_string(), flush=True)
     print(f"written to {out}", flush=True)
@@ -389,6 +467,20 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         help="extra R2MAE batch_correction options at other weights, e.g. adversarial:0.3",
     )
     parser.add_argument("--probe-splits", type=int, default=3)
+    parser.add_argument(
+        "--transforms",
+        nargs="*",
+        choices=sorted(LATENT_TRANSFORMS),
+        default=[],
+        help="also score each learned embedding after these post-hoc transforms of the latent",
+    )
+    parser.add_argument(
+        "--resolutions",
+        nargs="+",
+        type=float,
+        default=[0.5, 1.0, 1.5],
+        help=f"Leiden resolutions reported beside {LEIDEN_RESOLUTION:g} (which is always run)",
+    )
     parser.add_argument(
         "--skip-kbet",
         action="store_true",
