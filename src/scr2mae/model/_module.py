@@ -77,7 +77,7 @@ class R2MAEModule(BaseModuleClass):
     #: range of the per-cell share of genes hidden to draw ``n_samples > 1`` latent samples
     #: (``None``: the training schedule's range); chosen on planted DE genes, see the
     #: differential-expression benchmark
-    sample_ratios: tuple[float, float] | None = (0.02, 0.02)
+    sample_ratios: tuple[float, float] | None = (0.05, 0.05)
     #: the likelihood, as scvi-tools' mixins read it
     gene_likelihood: str = "nb"
 
