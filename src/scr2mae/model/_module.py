@@ -17,8 +17,8 @@ from ..masking import (
     Curriculum,
     Masker,
     RatioSchedule,
+    exact_count_mask,
     hashed_mask,
-    ratio_to_count,
     resolve_masking,
 )
 from ._batch_correction import BatchClassifier, batch_mmd, check_batch_correction
@@ -253,10 +253,9 @@ class R2MAEModule(BaseModuleClass):
             # a deterministic encoder's source of variation: each cell hides its own random
             # gene set, at a ratio drawn per cell from `sample_ratios` (the training range)
             low, high = self.sample_ratios or self.masker.schedule.bounds()
-            ratio = low + (high - low) * torch.rand(n_samples, x.shape[0], 1, device=x.device)
-            k = ratio_to_count(ratio, self.n_input)
-            scores = torch.rand(n_samples, *x.shape, device=x.device)
-            mask = scores.argsort(dim=-1).argsort(dim=-1) < k
+            rows = n_samples * x.shape[0]
+            ratio = low + (high - low) * torch.rand(rows, device=x.device)
+            mask = exact_count_mask(rows, self.n_input, ratio).view(n_samples, *x.shape)
             ratio = None
         return mask, ratio, index, step
 

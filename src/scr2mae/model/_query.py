@@ -453,12 +453,12 @@ def raw_counts_properties(adata_manager, idx1, idx2, var_idx=None) -> dict[str, 
     version, nothing is written to ``adata.obs``.
     """
     data = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-    totals = np.asarray(np.nansum(data.toarray() if sparse.issparse(data) else data, axis=1))
-    scaling = 1e4 / np.clip(totals.ravel(), 1e-12, None)
     out = {}
     for group, rows in (("1", idx1), ("2", idx2)):
         block = data[np.asarray(rows)]
         block = np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=float)
+        # counts per 10^4 of each cell's measured total (over all genes, before var_idx)
+        scaling = 1e4 / np.clip(np.nansum(block, axis=1), 1e-12, None)
         if var_idx is not None:
             block = block[:, var_idx]
         measured = ~np.isnan(block)
@@ -466,6 +466,6 @@ def raw_counts_properties(adata_manager, idx1, idx2, var_idx=None) -> dict[str, 
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f"raw_mean{group}"] = np.nansum(block, axis=0) / n
             out[f"non_zeros_proportion{group}"] = (np.nan_to_num(block) != 0).sum(axis=0) / n
-            normalised = block * scaling[np.asarray(rows)][:, None]
+            normalised = block * scaling[:, None]
             out[f"raw_normalized_mean{group}"] = np.nansum(normalised, axis=0) / n
     return out

@@ -67,9 +67,10 @@ def align_first_layers(
         before = reference_state[key]
         n_cont = layers.n_cov - sum(n if n > 1 else 0 for n in layers.n_cat_list)
         n_in = linear.in_features - layers.n_cov
-        counts = [n if n else 0 for n in reference_counts]
         # a batch-blind encoder reads no batch (its category count is 0 in both)
-        reference = [0 if n == 0 else c for n, c in zip(layers.n_cat_list, counts, strict=True)]
+        reference = [
+            0 if n == 0 else c for n, c in zip(layers.n_cat_list, reference_counts, strict=True)
+        ]
         ref_index, new_index, trainable = _columns(n_in, n_cont, layers.n_cat_list, reference)
         weight = torch.zeros_like(linear.weight)
         weight[:, new_index] = before[:, ref_index].to(weight)
