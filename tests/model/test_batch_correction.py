@@ -7,7 +7,7 @@ from sklearn.model_selection import cross_val_score
 
 from scr2mae import R2MAEModel
 from scr2mae.data import synthetic_donor_counts
-from scr2mae.model._batch_correction import BatchClassifier, batch_mmd
+from scr2mae.model._batch_correction import AUTO_BATCH_CORRECTION, BatchClassifier, batch_mmd
 
 SMALL = {"n_hidden": 32, "n_latent": 8}
 FIT = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False}
@@ -32,8 +32,13 @@ def batch_score(z, batches) -> float:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"batch_correction": "harmony"}, ValueError, "`batch_correction` must be one of"),
-        ({"batch_correction": None}, ValueError, "`batch_correction` must be one of"),
+        ({"batch_correction": "harmony"}, ValueError, "`batch_correction` must be 'auto' or"),
+        ({"batch_correction": None}, ValueError, "`batch_correction` must be 'auto' or"),
+        (
+            {"batch_correction": "auto", "batch_correction_weight": 0.1},
+            ValueError,
+            "name the option",
+        ),
         (
             {"batch_correction": "mmd", "batch_correction_weight": -1.0},
             ValueError,
@@ -69,8 +74,48 @@ def test_correction_needs_batches(adata):
     assert R2MAEModel(adata, **SMALL).module.batch_correction == "none"
 
 
-def test_default_is_plain_and_weights_default(adata):
+def test_default_corrects_batches_when_there_are_some(adata):
+    # two batches: "auto" resolves to the integrating option, saved as such (not "auto")
+    model = R2MAEModel(adata, **SMALL)
+    assert model.module.batch_correction == AUTO_BATCH_CORRECTION == "mmd"
+    assert model.init_params_["non_kwargs"]["batch_correction"] == "mmd"
+    assert "batch_correction: mmd" in model._model_summary_string
+    # one batch (no batch key): the paper's model
+    R2MAEModel.setup_anndata(adata, layer="counts")
+    single = R2MAEModel(adata, **SMALL)
+    assert single.module.batch_correction == "none"
+    assert single.init_params_["non_kwargs"]["batch_correction"] == "none"
+    # a batch key whose column holds one batch: also the paper's model
+    adata.obs["one"] = "a"
+    R2MAEModel.setup_anndata(adata, layer="counts", batch_key="one")
     assert R2MAEModel(adata, **SMALL).module.batch_correction == "none"
+
+
+def test_auto_resolved_option_survives_reload_and_query(adata, tmp_path):
+    model = R2MAEModel(adata, **SMALL)
+    model.train(max_epochs=1, batch_size=40, **FIT)
+    model.save(tmp_path / "m")
+    loaded = R2MAEModel.load(tmp_path / "m", adata=adata)
+    assert loaded.module.batch_correction == "mmd"
+    # a query of one new batch: it would resolve to "none" on its own, but keeps the
+    # reference's option (whose batch-blind encoder also embeds it zero-shot)
+    query = adata[:40].copy()
+    query.obs["batch"] = "batch_new"
+    query.obs = query.obs[["batch", "labels"]]
+    query = R2MAEModel.prepare_query_anndata(query, model)
+    q = R2MAEModel.load_query_data(query, loaded)
+    assert q.module.batch_correction == "mmd"
+    q.train(max_epochs=1, batch_size=20, **FIT)
+    assert np.isfinite(q.get_latent_representation()).all()
+    zero_shot = adata[:40].copy()
+    zero_shot.obs["batch"] = "unseen"
+    z = model.get_latent_representation(
+        R2MAEModel.prepare_query_anndata(zero_shot[:, ::-1].copy(), model)
+    )
+    np.testing.assert_allclose(z, model.get_latent_representation(adata[:40]), atol=1e-5)
+
+
+def test_weights_default(adata):
     defaults = {"decoder_only": 0.0, "adversarial": 0.1, "mmd": 0.03, "variational": 1.0}
     for option, weight in defaults.items():
         module = R2MAEModel(adata, **SMALL, batch_correction=option).module

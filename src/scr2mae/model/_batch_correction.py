@@ -28,14 +28,20 @@ from torch.nn import functional as F
 from ..masking import multiply_gradient
 
 __all__ = [
+    "AUTO_BATCH_CORRECTION",
     "BATCH_CORRECTIONS",
     "BatchClassifier",
     "batch_mmd",
     "check_batch_correction",
+    "resolve_batch_correction",
 ]
 
 #: accepted values of ``batch_correction``
 BATCH_CORRECTIONS = ("none", "decoder_only", "adversarial", "mmd", "variational")
+#: what ``batch_correction="auto"`` (the default) resolves to with two or more batches; with
+#: one batch it resolves to ``"none"``. Chosen on the scIB total of the integration benchmark
+#: (Baron mouse pancreas, pbmc68k with simulated batches, synthetic donors; docs/benchmarks.md)
+AUTO_BATCH_CORRECTION = "mmd"
 #: weight of the extra loss term when ``batch_correction_weight`` is not given
 # measured on synthetic donors (4 donors x 100 cells, 200 genes, 60 epochs; plain model: donor
 # probe 0.94, cell-type probe 0.73): MMD weights 0.03 / 0.1 / 0.3 gave donor 0.53 / 0.49 / 0.28
@@ -60,15 +66,16 @@ def check_batch_correction(batch_correction, batch_correction_weight) -> tuple[s
     Parameters
     ----------
     batch_correction
-        One of :data:`BATCH_CORRECTIONS`.
+        ``"auto"`` or one of :data:`BATCH_CORRECTIONS`.
     batch_correction_weight
         Weight of the extra loss term, a finite number >= 0, or ``None`` for the option's
         default (0.1 for ``"adversarial"``, 0.03 for ``"mmd"``, 1 for ``"variational"``, 0
-        otherwise).
+        otherwise). Must be ``None`` with ``"auto"``.
 
     Returns
     -------
-    ``(batch_correction, weight)``.
+    ``(batch_correction, weight)``; the weight is ``None`` for ``"auto"`` (resolve the option
+    with :func:`resolve_batch_correction`, then check it again).
 
     Raises
     ------
@@ -76,11 +83,22 @@ def check_batch_correction(batch_correction, batch_correction_weight) -> tuple[s
         For an unknown option, a negative or non-finite weight, or a non-zero weight with an
         option that has no extra loss term.
     """
-    if not isinstance(batch_correction, str) or batch_correction not in BATCH_CORRECTIONS:
+    if not isinstance(batch_correction, str) or batch_correction not in (
+        "auto",
+        *BATCH_CORRECTIONS,
+    ):
         raise ValueError(
-            f"`batch_correction` must be one of {', '.join(map(repr, BATCH_CORRECTIONS))}, "
-            f"got {batch_correction!r}."
+            "`batch_correction` must be 'auto' or one of "
+            f"{', '.join(map(repr, BATCH_CORRECTIONS))}, got {batch_correction!r}."
         )
+    if batch_correction == "auto":
+        if batch_correction_weight is not None:
+            raise ValueError(
+                "`batch_correction='auto'` chooses the option and its weight from the data; "
+                "name the option (e.g. `batch_correction='mmd'`) to set "
+                "`batch_correction_weight`."
+            )
+        return batch_correction, None
     if batch_correction_weight is None:
         return batch_correction, DEFAULT_WEIGHTS[batch_correction]
     if isinstance(batch_correction_weight, bool) or not isinstance(
@@ -99,6 +117,17 @@ def check_batch_correction(batch_correction, batch_correction_weight) -> tuple[s
             "use 'adversarial', 'mmd' or 'variational', or leave `batch_correction_weight` at None."
         )
     return batch_correction, weight
+
+
+def resolve_batch_correction(batch_correction: str, n_batch: int) -> str:
+    """The option ``batch_correction="auto"`` stands for on data with ``n_batch`` batches.
+
+    :data:`AUTO_BATCH_CORRECTION` with two or more batches, ``"none"`` with one; any other
+    option is returned as it is.
+    """
+    if batch_correction != "auto":
+        return batch_correction
+    return AUTO_BATCH_CORRECTION if n_batch >= 2 else "none"
 
 
 class BatchClassifier(nn.Module):

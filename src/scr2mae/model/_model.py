@@ -26,7 +26,7 @@ from scvi.model.base._de_core import _de_core
 from .._validation import check_count_matrix, check_obs_keys
 from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
 from ..masking import Curriculum, RatioSchedule, resolve_masking
-from ._batch_correction import check_batch_correction
+from ._batch_correction import check_batch_correction, resolve_batch_correction
 from ._hub import HubMixin
 from ._module import R2MAEModule
 from ._query import (
@@ -96,6 +96,8 @@ class R2MAEModel(
         ``"columns"`` (one gene set per mini-batch, the paper's), ``"exact"`` or
         ``"bernoulli"`` (per cell); encoder input ``"log1p"`` (the paper's) or ``"log1p_cp10k"``.
     batch_correction
+        ``"auto"`` (the default): ``"mmd"`` when ``batch_key`` gave two or more batches,
+        ``"none"`` otherwise; the model keeps (and saves) the option it resolved to. Or
         ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (a
         batch-blind encoder), or a blind encoder plus a term on the latent:
         ``"adversarial"`` (a reversed batch classifier), ``"mmd"`` (a kernel MMD between
@@ -131,15 +133,21 @@ class R2MAEModel(
         mask_mode: Literal["columns", "exact", "bernoulli"] = "columns",
         input_transform: Literal["log1p", "log1p_cp10k"] = "log1p",
         batch_correction: Literal[
-            "none", "decoder_only", "adversarial", "mmd", "variational"
-        ] = "none",
+            "auto", "none", "decoder_only", "adversarial", "mmd", "variational"
+        ] = "auto",
         batch_correction_weight: float | None = None,
         **masking_params: Any,
     ):
+        check_batch_correction(batch_correction, batch_correction_weight)
+        super().__init__(adata, registry)
+        # "auto" is saved as what it resolved to, so that a reloaded model or a query model
+        # built from this one keeps the reference's option whatever its own batches
+        batch_correction = resolve_batch_correction(
+            batch_correction, self.summary_stats.get("n_batch", 1)
+        )
         batch_correction, resolved_weight = check_batch_correction(
             batch_correction, batch_correction_weight
         )
-        super().__init__(adata, registry)
         masking = resolve_masking(
             mask_strategy, n_features=self.summary_stats.n_vars, **masking_params
         )
