@@ -85,3 +85,24 @@ def test_integration_benchmark_rejects_bad_variants():
             module["main"](["--variants", bad])
     with pytest.raises(SystemExit):
         module["main"](["--transforms", "zscore"])
+
+
+SCREEN = SCRIPT.parent / "cluster_screen.py"
+
+
+def test_cluster_screen_writes_resumable_rows(tmp_path, capsys):
+    module = runpy.run_path(str(SCREEN), run_name="cluster_screen")
+    args = ["--dataset", "synthetic", "--epochs", "2", "--n-top-genes", "60", "--seeds", "0"]
+    args += ["--probe-splits", "1", "--out", str(tmp_path), "--candidates", "none", "mmd_latent10"]
+    rows = module["main"](args)
+    assert [r["candidate"] for r in rows] == ["none", "mmd_latent10"]
+    for row in rows:
+        assert 0 <= row["leiden_nmi"] <= 1 and 0 <= row["probe_bacc"] <= 1
+        assert row["leiden_n"] >= 1 and "leiden_ari_r0.5" in row
+    log = tmp_path / "synthetic" / "rows.jsonl"
+    assert len(log.read_text().splitlines()) == 2
+    # a rerun skips what is on record
+    assert module["main"](args) == []
+    with pytest.raises(SystemExit):
+        module["main"]([*args[:-2], "nonsense"])
+    assert "unknown candidates ['nonsense']" in capsys.readouterr().err
