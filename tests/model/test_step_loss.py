@@ -95,13 +95,22 @@ def _assert_loss_equals_reference(module, tensors, inf, gen):
     return out
 
 
+@pytest.fixture(params=["host", "accelerator"])
+def device_rules(request, monkeypatch):
+    """``"accelerator"``: the module decides as on a GPU, where reading a device value (a
+    mask's column count, which counts are non-zero) would stall the step."""
+    if request.param == "accelerator":
+        monkeypatch.setattr(R2MAEModule, "_reads_are_free", staticmethod(lambda device: False))
+    return request.param
+
+
 @pytest.mark.parametrize("curriculum", [False, True], ids=["plain", "curriculum"])
 @pytest.mark.parametrize("unmeasured", ["none", "entries", "panel"])
 @pytest.mark.parametrize("mode", ["columns", "exact", "bernoulli"])
-def test_training_loss_equals_the_dense_computation(mode, unmeasured, curriculum):
+def test_training_loss_equals_the_dense_computation(mode, unmeasured, curriculum, device_rules):
     module = _module(mode, curriculum)
     x = _counts(unmeasured)
-    for _ in range(3):  # three draws of the mask (and of the ratio)
+    for _ in range(2):  # two draws of the mask (and of the ratio)
         tensors, inf, gen = _forward(module, x)
         assert inf["mask"] is not None
         out = _assert_loss_equals_reference(module, tensors, inf, gen)
@@ -109,7 +118,7 @@ def test_training_loss_equals_the_dense_computation(mode, unmeasured, curriculum
 
 
 @pytest.mark.parametrize("masking", ["validation", "none"])
-def test_validation_and_unmasked_losses_equal_the_dense_computation(masking):
+def test_validation_and_unmasked_losses_equal_the_dense_computation(masking, device_rules):
     module = _module("columns", curriculum=True)
     x = _counts("entries")
     tensors, inf, gen = _forward(module, x, masking=masking)
@@ -117,6 +126,7 @@ def test_validation_and_unmasked_losses_equal_the_dense_computation(masking):
 
 
 def test_column_masks_are_scored_on_the_masked_columns_only():
+    # (host rules: the exact masked columns are gathered)
     module = _module("columns", curriculum=False)
     x = _counts("entries")
     _, inf, gen = _forward(module, x)
@@ -132,14 +142,9 @@ def test_column_masks_are_scored_on_the_masked_columns_only():
     assert module.masked_nll(inf, gen).nll.shape == (N_CELLS, N_GENES)
 
 
-@pytest.fixture
-def accelerator_rules(monkeypatch):
-    """Make the module decide as on an accelerator, where reading a device value would stall."""
-    monkeypatch.setattr(R2MAEModule, "_reads_are_free", staticmethod(lambda device: False))
-
-
+@pytest.mark.parametrize("device_rules", ["accelerator"], indirect=True)
 @pytest.mark.parametrize("curriculum", [False, True], ids=["plain", "curriculum"])
-def test_fixed_size_column_gather_equals_the_dense_computation(accelerator_rules, curriculum):
+def test_fixed_size_column_gather_equals_the_dense_computation(device_rules, curriculum):
     module = _module("columns", curriculum)
     x = _counts("panel")
     high = module.masker.schedule.bounds()[1]
@@ -203,3 +208,22 @@ def test_generative_reads_no_device_value_to_skip_the_library_estimate(monkeypat
     # the complete cells of the mixed batch kept the observed library; the others were scaled
     torch.testing.assert_close(accel_mixed["library"][1::2], library[1::2], rtol=0, atol=0)
     assert torch.all(accel_mixed["library"][::2] > library[::2])
+
+
+@pytest.mark.parametrize("fill", ["zeros", "large"])
+def test_sparse_count_terms_equal_the_dense_formula(fill):
+    from scr2mae.model._module import _nb_nll
+
+    generator = torch.Generator().manual_seed(3)
+    mu = torch.rand(16, 10, generator=generator) * 50 + 1e-3
+    theta = torch.rand(10, generator=generator) * 5 + 0.1
+    if fill == "zeros":
+        x = torch.zeros(16, 10)
+    else:
+        x = torch.poisson(torch.full((16, 10), 500.0), generator=generator)
+        x[::3] = 0.0
+    dense = _nb_nll(x, mu, theta)
+    sparse = _nb_nll(x, mu, theta, sparse_counts=True)
+    expected = -NegativeBinomial(mu=mu, theta=theta).log_prob(x)
+    torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse, expected, rtol=1e-5, atol=1e-5)

@@ -51,23 +51,40 @@ class MaskedNLL(NamedTuple):
     weights: torch.Tensor | None
 
 
-def _nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def _nb_nll(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, sparse_counts: bool = False
+) -> torch.Tensor:
     """Negative log-likelihood of counts ``x`` under NB(mean ``mu``, inverse dispersion ``theta``).
 
     The formula of :func:`scvi.distributions._negative_binomial.log_nb_positive` (the same
-    ``eps``), with the terms of ``theta`` alone (one per gene, ``theta`` of shape
-    ``(genes,)``) evaluated once per gene instead of once per entry.
+    ``eps``), with the terms of ``theta`` alone evaluated once per gene when ``theta`` has shape
+    ``(genes,)``. With ``sparse_counts`` the terms that vanish at a zero count
+    (``x log(mu)``, ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` and their gradients)
+    are evaluated at the non-zero counts only: the same values, for a data-dependent number
+    of entries (use it where reading ``x`` costs no host synchronisation).
     """
     eps = 1e-8
     log_theta_mu = torch.log(theta + mu + eps)
-    log_prob = (
-        theta * (torch.log(theta + eps) - log_theta_mu)
-        + x * (torch.log(mu + eps) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
+    log_prob = theta * (torch.log(theta + eps) - log_theta_mu)
+    if not (sparse_counts and x.dim() == 2 and mu.shape == x.shape):
+        log_prob = (
+            log_prob
+            + x * (torch.log(mu + eps) - log_theta_mu)
+            + torch.lgamma(x + theta)
+            - torch.lgamma(theta)
+            - torch.lgamma(x + 1)
+        )
+        return -log_prob
+    rows, cols = x.nonzero(as_tuple=True)
+    x_nz = x[rows, cols]
+    theta_nz = theta.expand_as(x)[rows, cols]
+    counts = (
+        x_nz * (torch.log(mu[rows, cols] + eps) - log_theta_mu[rows, cols])
+        + torch.lgamma(x_nz + theta_nz)
+        - torch.lgamma(theta_nz)
+        - torch.lgamma(x_nz + 1)
     )
-    return -log_prob
+    return -log_prob.index_put((rows, cols), counts, accumulate=True)
 
 
 class R2MAEModule(BaseModuleClass):
@@ -410,7 +427,12 @@ class R2MAEModule(BaseModuleClass):
         """
         if measured is None or not self.estimate_unmeasured_library:
             return False
-        return not (self._reads_are_free(measured.device) and bool(measured.all()))
+        if not self._reads_are_free(measured.device):
+            return True
+        # the smallest byte of the boolean tensor: 1 when all are measured (a vectorised
+        # reduction, much cheaper on the CPU than `all()` on booleans)
+        measured = measured.contiguous()
+        return measured.numel() > 0 and int(measured.view(torch.uint8).min()) == 0
 
     @auto_move_data
     def generative(
@@ -555,7 +577,8 @@ class R2MAEModule(BaseModuleClass):
         if scored is not None:
             scored = scored.expand(px_rate.shape)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            nll = _nb_nll(x.float(), px_rate.float(), theta.float())
+            sparse = self._reads_are_free(x.device)
+            nll = _nb_nll(x.float(), px_rate.float(), theta.float(), sparse_counts=sparse)
         weights = None
         index = inference_outputs.get("mask_index")
         if self.curriculum is not None and self.training and index is not None:
