@@ -174,6 +174,7 @@ def _floor(
     import torch
 
     from scr2mae.data import inference_batches
+    from scr2mae.model import R2MAETrainingPlan
 
     module = model.module.to(device).train()
     batches = []
@@ -181,7 +182,8 @@ def _floor(
         batches.append(batch)
         if len(batches) == min(n_steps, 20):
             break
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, eps=1e-8, weight_decay=1e-4)
+    # the optimiser of the fast path's training plan (the paper's Adam, fused where torch can)
+    optimizer = R2MAETrainingPlan(module).configure_optimizers()["optimizer"]
     bf16 = precision == "bf16"
 
     def step(tensors):
