@@ -225,5 +225,8 @@ def test_sparse_count_terms_equal_the_dense_formula(fill):
     dense = _nb_nll(x, mu, theta)
     sparse = _nb_nll(x, mu, theta, sparse_counts=True)
     expected = -NegativeBinomial(mu=mu, theta=theta).log_prob(x)
-    torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(sparse, expected, rtol=1e-5, atol=1e-5)
+    # float precision of the largest term summed (lgamma(x + theta) is about 2,600 at 500
+    # counts): the order of the additions differs
+    atol = 8 * torch.finfo(torch.float32).eps * max(1.0, float(torch.lgamma(x + 1).max()))
+    torch.testing.assert_close(dense, expected, rtol=1e-5, atol=atol)
+    torch.testing.assert_close(sparse, expected, rtol=1e-5, atol=atol)
