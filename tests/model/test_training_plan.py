@@ -155,3 +155,32 @@ def test_default_length_is_about_a_thousand_steps_and_never_longer_than_before()
     for n in (10, 100, 700, 2_000, 20_000, 100_000, 1_000_000, 5_000_000):
         before = min(400, max(1, round(20000 / n * 400)))
         assert 1 <= default_max_epochs(n) <= before  # never more passes over the data
+
+
+def test_adam_is_fused_on_the_cpu_with_and_without_a_curriculum(adata):
+    for strategy in ("r2mae", "r2mae_cl"):
+        model = R2MAEModel(adata, mask_strategy=strategy, **SMALL)
+        optimizer = R2MAETrainingPlan(model.module).configure_optimizers()["optimizer"]
+        assert optimizer.defaults["fused"] is True
+        assert sum(len(group["params"]) for group in optimizer.param_groups) == len(
+            list(model.module.parameters())
+        )
+    plan = R2MAETrainingPlan(R2MAEModel(adata, **SMALL).module, optimizer="AdamW")
+    assert plan.configure_optimizers()["optimizer"].defaults["fused"] is True
+
+
+def test_epoch_train_loss_is_the_cell_weighted_mean_of_the_step_losses(adata):
+    import lightning.pytorch as pl
+
+    steps = []
+
+    class Steps(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.append((float(outputs["loss"]), batch["X"].shape[0]))
+
+    model = R2MAEModel(adata, **SMALL)
+    # 180 training cells in mini-batches of 70: 70, 70 and 40 cells
+    model.train(max_epochs=1, batch_size=70, callbacks=[Steps()], enable_progress_bar=False)
+    assert [n for _, n in steps] == [70, 70, 40]
+    expected = sum(loss * n for loss, n in steps) / sum(n for _, n in steps)
+    np.testing.assert_allclose(model.history["train_loss"].iloc[-1, 0], expected, rtol=1e-6)

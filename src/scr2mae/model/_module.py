@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 from scvi import REGISTRY_KEYS
@@ -23,10 +25,66 @@ from ..masking import (
 )
 from ._batch_correction import BatchClassifier, batch_mmd, check_batch_correction
 
-__all__ = ["VALIDATION_RATIOS", "R2MAEModule"]
+__all__ = ["VALIDATION_RATIOS", "MaskedNLL", "R2MAEModule"]
 
 #: number of fixed ratios the validation masks spread cells over
 VALIDATION_RATIOS = 5
+
+
+class MaskedNLL(NamedTuple):
+    """What :meth:`R2MAEModule.masked_nll` returns.
+
+    Attributes
+    ----------
+    nll
+        Negative-binomial NLL, ``(cells, columns)``: every gene, or only the masked gene
+        columns when the mask is one set of genes for the mini-batch.
+    scored
+        Boolean ``(cells, columns)``, ``True`` for the entries that count (masked and
+        measured); ``None`` when all of them count.
+    weights
+        Per-entry loss weights ``(cells, columns)`` (the curriculum's), or ``None`` for ones.
+    """
+
+    nll: torch.Tensor
+    scored: torch.Tensor | None
+    weights: torch.Tensor | None
+
+
+def _nb_nll(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, sparse_counts: bool = False
+) -> torch.Tensor:
+    """Negative log-likelihood of counts ``x`` under NB(mean ``mu``, inverse dispersion ``theta``).
+
+    The formula of :func:`scvi.distributions._negative_binomial.log_nb_positive` (the same
+    ``eps``), with the terms of ``theta`` alone evaluated once per gene when ``theta`` has shape
+    ``(genes,)``. With ``sparse_counts`` the terms that vanish at a zero count
+    (``x log(mu)``, ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` and their gradients)
+    are evaluated at the non-zero counts only: the same values, for a data-dependent number
+    of entries (use it where reading ``x`` costs no host synchronisation).
+    """
+    eps = 1e-8
+    log_theta_mu = torch.log(theta + mu + eps)
+    log_prob = theta * (torch.log(theta + eps) - log_theta_mu)
+    if not (sparse_counts and x.dim() == 2 and mu.shape == x.shape):
+        log_prob = (
+            log_prob
+            + x * (torch.log(mu + eps) - log_theta_mu)
+            + torch.lgamma(x + theta)
+            - torch.lgamma(theta)
+            - torch.lgamma(x + 1)
+        )
+        return -log_prob
+    rows, cols = x.nonzero(as_tuple=True)
+    x_nz = x[rows, cols]
+    theta_nz = theta.expand_as(x)[rows, cols]
+    counts = (
+        x_nz * (torch.log(mu[rows, cols] + eps) - log_theta_mu[rows, cols])
+        + torch.lgamma(x_nz + theta_nz)
+        - torch.lgamma(theta_nz)
+        - torch.lgamma(x_nz + 1)
+    )
+    return -log_prob.index_put((rows, cols), counts, accumulate=True)
 
 
 class R2MAEModule(BaseModuleClass):
@@ -352,6 +410,30 @@ class R2MAEModule(BaseModuleClass):
         h = self.px_decoder(h, *self._categorical(batch_index, cat_covs), cont=cont)
         return torch.softmax(self.px_scale_decoder(h), dim=-1)
 
+    @staticmethod
+    def _reads_are_free(device: torch.device) -> bool:
+        """Whether reading a tensor's values on ``device`` costs no host synchronisation."""
+        return device.type == "cpu"
+
+    def _may_lack_genes(self, measured: torch.Tensor | None) -> bool:
+        """Whether :meth:`generative` must estimate full libraries, decided without waiting
+        for an accelerator.
+
+        ``measured=None`` means every gene is measured (what :meth:`inference` reports for a
+        complete mini-batch): no estimate. A ``measured`` tensor on the CPU is read, which costs
+        nothing there, and the estimate is skipped when it is all ``True``. On an accelerator
+        that read would stall the step, so the estimate runs whenever a tensor is given;
+        complete cells keep their first decoding, so the result is the same.
+        """
+        if measured is None or not self.estimate_unmeasured_library:
+            return False
+        if not self._reads_are_free(measured.device):
+            return True
+        # the smallest byte of the boolean tensor: 1 when all are measured (a vectorised
+        # reduction, much cheaper on the CPU than `all()` on booleans)
+        measured = measured.contiguous()
+        return measured.numel() > 0 and int(measured.view(torch.uint8).min()) == 0
+
     @auto_move_data
     def generative(
         self,
@@ -365,8 +447,9 @@ class R2MAEModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor]:
         """Decode latent codes into negative-binomial parameters.
 
-        ``library`` is the observed sum over the ``measured`` genes; for cells with unmeasured
-        genes it is first scaled to an estimate of the full library (see the class notes).
+        ``library`` is the observed sum over the ``measured`` genes (``None``: all genes); for
+        cells with unmeasured genes it is first scaled to an estimate of the full library (see
+        the class notes).
         ``transform_batch`` decodes every cell as if from that batch code. The outputs are
         ``px_scale`` (expression proportions over all genes), ``px_rate`` (NB means), ``px_r``
         (inverse dispersions), the ``library`` used, and ``px`` (the distribution).
@@ -384,16 +467,15 @@ class R2MAEModule(BaseModuleClass):
                     "`R2MAEModel.load_query_data`."
                 )
         px_scale = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
-        if (
-            measured is not None
-            and self.estimate_unmeasured_library
-            and not bool(measured.all())  # one host check; skipped work for complete data
-        ):
+        if self._may_lack_genes(measured):
             # share of the predicted expression that falls on the measured genes (detached:
-            # the library is data, not a prediction to optimise)
+            # the library is data, not a prediction to optimise); cells with every gene
+            # measured keep their observed library and their first decoding exactly
+            complete = measured.all(dim=-1, keepdim=True)
             coverage = (px_scale.detach() * measured).sum(dim=-1, keepdim=True)
-            library = library / coverage.clamp_min(1e-6)
-            px_scale = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
+            library = torch.where(complete, library, library / coverage.clamp_min(1e-6))
+            second = self._decode_scale(z, library, batch_index, cont_covs, cat_covs)
+            px_scale = torch.where(complete, px_scale, second)
         px_r = torch.exp(self.px_r)
         px_rate = px_scale * library
         return {
@@ -422,39 +504,94 @@ class R2MAEModule(BaseModuleClass):
         samples = generative_outputs["px"].sample()
         return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()
 
-    def masked_nll(
-        self,
-        inference_outputs: dict,
-        generative_outputs: dict,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Element-wise NB loss, float mask of the scored entries, and per-entry loss weights.
+    def _scored_columns(
+        self, inference_outputs: dict
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """Columns that hold every masked entry, when the mask is one set of genes.
+
+        A mask whose rows are one row expanded over the mini-batch (what
+        :func:`~scr2mae.masking.column_mask` returns, the default training masks; appendix C.8:
+        genes masked once per mini-batch) hides whole columns, so the likelihood is needed on
+        those columns only. Returns the column indices and, when they are a fixed-size superset
+        of the masked columns, which of them are masked (``None``: all are); ``None`` for any
+        other mask, which is scored densely.
+
+        On the CPU the masked columns are read back and gathered exactly (reading a host tensor
+        costs nothing). Elsewhere that read would wait for the device, so a mask drawn by the
+        module's :attr:`masker` is gathered at the largest column count its schedule can draw
+        (known on the host), the masked columns first; a mask given by the caller is scored
+        densely.
+        """
+        mask = inference_outputs.get("mask")
+        if mask is None or mask.dim() != 2 or (mask.shape[0] > 1 and mask.stride(0) != 0):
+            return None
+        columns = mask[0]
+        if self._reads_are_free(columns.device):
+            return columns.nonzero().squeeze(1), None
+        if inference_outputs.get("mask_step") is None:
+            return None
+        n_genes = columns.shape[0]
+        high = self.masker.schedule.bounds()[1]
+        # one column of margin for the float32 rounding of the drawn ratio
+        n_gathered = min(n_genes, math.floor(high * n_genes + 0.5) + 1)
+        if n_gathered >= n_genes:
+            return None
+        order = torch.argsort(columns.to(torch.uint8), descending=True, stable=True)
+        index = order[:n_gathered]
+        return index, columns[index]
+
+    def masked_nll(self, inference_outputs: dict, generative_outputs: dict) -> MaskedNLL:
+        """Element-wise NB loss on the columns that hold the scored entries, with their weights.
 
         The scored entries are the masked *and* measured ones (all measured ones when nothing
-        was masked). The weights are ones, except while training with a curriculum, where they
-        are the column of the Sinkhorn weight matrix selected by the mini-batch's masking ratio.
-        The likelihood is evaluated in float32 even under mixed precision (``lgamma``).
+        was masked). With a mask of gene columns (the default training masks) the likelihood is
+        evaluated on the masked columns only; with any other mask, on every entry. The weights
+        are ``None`` (ones), except while training with a curriculum, where they are the column
+        of the Sinkhorn weight matrix selected by the mini-batch's masking ratio. The
+        likelihood is evaluated in float32 even under mixed precision (``lgamma``).
+
+        Returns
+        -------
+        :class:`MaskedNLL` ``(nll, scored, weights)``: the NLL ``(cells, columns)``, the boolean
+        scored entries among them (``None``: all), and the loss weights (``None``: ones).
         """
         x = inference_outputs["x"]
-        measured = inference_outputs["measured"]
+        measured = inference_outputs.get("measured")
+        mask = inference_outputs.get("mask")
+        px_rate = generative_outputs["px_rate"]
+        theta = generative_outputs["px_r"]
+        columns = self._scored_columns(inference_outputs)
+        if columns is None:
+            scored = mask
+            if measured is not None:
+                scored = measured if scored is None else scored & measured
+        else:
+            index, in_mask = columns
+            x = x.index_select(-1, index)
+            px_rate = px_rate.index_select(-1, index)
+            theta = theta.index_select(-1, index)
+            scored = in_mask
+            if measured is not None:
+                measured = measured.index_select(-1, index)
+                scored = measured if scored is None else scored & measured
+        if scored is not None:
+            scored = scored.expand(px_rate.shape)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            px = NegativeBinomial(
-                mu=generative_outputs["px_rate"].float(),
-                theta=generative_outputs["px_r"].float(),
-            )
-            nll = -px.log_prob(x.float())
-        mask = inference_outputs["mask"]
-        scored = measured if mask is None else (mask & measured)
-        mask_f = scored.to(nll.dtype)
+            sparse = self._reads_are_free(x.device)
+            nll = _nb_nll(x.float(), px_rate.float(), theta.float(), sparse_counts=sparse)
+        weights = None
         index = inference_outputs.get("mask_index")
         if self.curriculum is not None and self.training and index is not None:
             # appendix A.3: the drawn ratio's index selects the column of W; the step is a
             # device tensor, so the warm-up is a zero gradient coefficient (the generator's
             # optimiser group has no weight decay, see R2MAETrainingPlan)
+            full_x = inference_outputs["x"]
             weights = self.curriculum.loss_weights(
-                x, index[:1], inference_outputs["mask_step"], x.shape[0]
+                full_x, index[:1], inference_outputs["mask_step"], full_x.shape[0]
             )
-            return nll, mask_f, weights
-        return nll, mask_f, torch.ones_like(nll)
+            if columns is not None:
+                weights = weights.index_select(-1, columns[0])
+        return MaskedNLL(nll, scored, weights)
 
     def loss(
         self,
@@ -473,13 +610,20 @@ class R2MAEModule(BaseModuleClass):
         (:meth:`batch_correction_loss`) is added to the optimised loss and reported as
         ``batch_correction_loss``.
         """
-        nll, mask_f, weights = self.masked_nll(inference_outputs, generative_outputs)
-        weighted = torch.where(mask_f > 0, nll * weights, torch.zeros_like(nll))
-        n_scored = mask_f.sum()
+        nll, scored, weights = self.masked_nll(inference_outputs, generative_outputs)
+        n_cells, n_columns = nll.shape[-2], nll.shape[-1]
+        if scored is None:
+            scored_nll = nll
+            per_cell = torch.full((n_cells,), float(n_columns), device=nll.device)
+            n_scored = torch.full((), float(nll.numel()), device=nll.device)
+        else:
+            scored_nll = torch.where(scored, nll, torch.zeros_like(nll))
+            per_cell = scored.sum(dim=-1, dtype=nll.dtype)
+            n_scored = per_cell.sum()
+        weighted = scored_nll if weights is None else scored_nll * weights
         loss = weighted.sum() / n_scored.clamp_min(1.0)
-        scored_nll = torch.where(mask_f > 0, nll, torch.zeros_like(nll))
         extra = {
-            "masked_fraction": mask_f.mean().detach(),
+            "masked_fraction": (n_scored / inference_outputs["x"].numel()).detach(),
             "scored_nll_sum": scored_nll.sum().detach(),
             "scored_entries": n_scored.detach(),
         }
@@ -494,8 +638,8 @@ class R2MAEModule(BaseModuleClass):
             extra["batch_correction_loss"] = batch_term.detach()
         return LossOutput(
             loss=loss,
-            reconstruction_loss=scored_nll.sum(dim=1) / mask_f.sum(dim=1).clamp_min(1.0),
-            n_obs_minibatch=nll.shape[0],
+            reconstruction_loss=scored_nll.sum(dim=-1) / per_cell.clamp_min(1.0),
+            n_obs_minibatch=n_cells,
             extra_metrics=extra,
         )
 
