@@ -15,7 +15,7 @@ from scipy import sparse
 _CHUNK_ROWS = 10_000
 
 #: ``.obs`` column written by :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`: the number of
-#: model genes measured in each cell. Its presence is what allows NaN (= "not measured") entries.
+#: model genes measured in each cell.
 N_MEASURED_KEY = "scr2mae_n_measured_genes"
 
 
@@ -196,8 +196,9 @@ def check_count_matrix(
     *,
     where: str = "",
     allow_empty: bool = False,
-    allow_unmeasured: bool | None = None,
+    allow_unmeasured: bool = False,
     allow_non_integer: bool = True,
+    measured_genes: np.ndarray | None = None,
 ) -> None:
     """Check that a layer holds counts usable by a count model.
 
@@ -234,13 +235,15 @@ def check_count_matrix(
         counts are always accepted: they are measured zeros, common in subsets and small
         queries (a warning names how many).
     allow_unmeasured
-        Accept NaN entries, which mark genes a cell's assay did not measure. ``None`` (default)
-        accepts them only in an AnnData made by
-        :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` (it has the ``.obs`` column
-        ``"scr2mae_n_measured_genes"``).
+        Accept NaN entries as genes a cell's assay did not measure (only
+        :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` reads them so, when asked; the
+        AnnData it returns holds no NaN).
     allow_non_integer
         Accept non-integer counts that do not look normalised, with a warning. ``False``
         refuses every non-integer value (where integers are stored, as for the Census).
+    measured_genes
+        Optional boolean ``(genes,)``: ``False`` marks genes no cell measured (the panels of a
+        prepared query), which are not reported as genes without counts.
 
     Warns
     -----
@@ -261,8 +264,6 @@ def check_count_matrix(
     prefix = f"{where}: " if where else ""
     name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     mat = _matrix(adata, layer)
-    if allow_unmeasured is None:
-        allow_unmeasured = N_MEASURED_KEY in adata.obs.columns
     n_obs, n_vars = mat.shape
     if n_obs == 0:
         raise ValueError(f"{prefix}{name} has zero cells.")
@@ -291,7 +292,8 @@ def check_count_matrix(
                             f"{prefix}{name} contains {int(nan.sum())} NaN value(s); counts "
                             "must be finite. If NaN marks genes that were not measured, "
                             "align the data with `R2MAEModel.prepare_query_anndata(adata, "
-                            "model, nan_as_unmeasured=True)`, which records them as unmeasured."
+                            "model, nan_as_unmeasured=True)`, which records them as unmeasured "
+                            "genes of each cell's panel."
                         )
                     if sparse.issparse(block):
                         gene_nan += np.bincount(block.indices[nan], minlength=n_vars)
@@ -338,7 +340,10 @@ def check_count_matrix(
             stacklevel=3,
         )
     # genes unmeasured in every cell are not "genes without counts"
-    empty_genes = np.flatnonzero((gene_totals == 0) & (gene_nan < n_obs))
+    unmeasured = gene_nan == n_obs
+    if measured_genes is not None:
+        unmeasured |= ~np.asarray(measured_genes, dtype=bool)
+    empty_genes = np.flatnonzero((gene_totals == 0) & ~unmeasured)
     if empty_genes.size and not allow_empty:
         examples = list(adata.var_names[empty_genes[:3]])
         warnings.warn(

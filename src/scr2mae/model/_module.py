@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from .._validation import check_int
+from ..data._panels import MEASURED_KEY
 from ..masking import (
     Curriculum,
     Masker,
@@ -196,6 +197,8 @@ class R2MAEModule(BaseModuleClass):
             "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
             "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
             "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            # only mini-batches of cells that lack genes carry it (None: all measured)
+            "measured": tensors.get(MEASURED_KEY),
         }
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
