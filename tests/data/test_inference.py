@@ -121,3 +121,30 @@ def test_backed_data_are_read_in_file_order(suffix, tmp_path, monkeypatch):
     z = model.get_latent_representation(batch_size=512)
     assert len(ranges) == 1 + 3 and z.shape == (1500, SMALL["n_latent"])
     assert list(backed.obs_names[:2]) == ["cell0", "cell1"]
+
+
+def test_new_anndata_is_checked_on_a_sample_and_on_the_cells_read(monkeypatch):
+    from scr2mae import _validation
+
+    model = _setup(_adata())
+    new = _adata()
+    x = new.X.toarray()
+    x[1000, 3] = -2.0
+    x[7, 4] = np.nan
+    new.X = sparse.csr_matrix(x)
+    monkeypatch.setattr(_validation, "SAMPLE_CELLS", 50)  # cells 0, 30, 61, ...
+    z = model.get_latent_representation(new, indices=[0, 1, 2])
+    assert np.isfinite(z).all()
+    with pytest.raises(ValueError, match=r"^R2MAEModel: adata.X contains negative values"):
+        model.get_latent_representation(new, indices=[999, 1000])
+    with pytest.raises(ValueError, match=r"NaN.*nan_as_unmeasured=True"):
+        model.get_latent_representation(new)
+    # the sample catches data that are not counts before any cell is read
+    lognorm = _adata()
+    lognorm.X = sparse.csr_matrix(np.log1p(lognorm.X.toarray() * 3.7))
+    with pytest.raises(ValueError, match="looks log-normalised"):
+        model.get_latent_representation(lognorm, indices=[0])
+    empty = _adata()
+    empty.X = sparse.csr_matrix(np.vstack([np.zeros((1, 30)), empty.X.toarray()[1:]]))
+    with pytest.raises(ValueError, match=r"cell\(s\) without any counts \(e.g. \['cell0'\]\)"):
+        model.get_latent_representation(empty, indices=[5, 0])

@@ -3,8 +3,9 @@
 Embedding, imputation or scoring a few cells of a large AnnData must not cost what the whole
 AnnData costs. Each mini-batch therefore gathers its rows on the CPU straight from the
 registered matrix (in memory: SciPy row indexing; on disk: the row ranges of the out-of-core
-reader), and only those rows' entries travel to the device, where the batch is densified. No
-tensor of the whole matrix is built, and nothing of it is copied to the device.
+reader), checks them (:func:`~scr2mae._validation.check_count_rows`), and only those rows'
+entries travel to the device, where the batch is densified. No tensor of the whole matrix is
+built, nothing of it is copied to the device, and no value of it is checked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 
+from .._validation import check_count_rows
 from ._inmemory import CellTensors, _move
 from ._ondisk import _RowReader, is_on_disk
 from ._panels import MEASURED_KEY, panel_layout
@@ -66,6 +68,8 @@ class InferenceBatches:
         on_disk = is_on_disk(adata_manager.adata)
         self.read_rows = _DiskRows(counts) if on_disk else _MemoryRows(counts)
         self.n_obs = adata_manager.adata.n_obs
+        self.obs_names = adata_manager.adata.obs_names
+        self.layer = adata_manager.registry["setup_args"].get("layer")
         self.covariates = {
             key: np.asarray(adata_manager.get_from_registry(key))
             for key in adata_manager.data_registry
@@ -89,7 +93,9 @@ class InferenceBatches:
                 key: np.asarray(values[rows], dtype=np.float32).reshape(rows.size, -1)
                 for key, values in self.covariates.items()
             }
-            tensors = CellTensors.from_arrays(self.read_rows(rows), covariates)
+            counts = self.read_rows(rows)
+            check_count_rows(counts, self.obs_names[rows], self.layer, where="R2MAEModel")
+            tensors = CellTensors.from_arrays(counts, covariates)
             batch = tensors.gather(torch.arange(rows.size), self.device)
             batch[REGISTRY_KEYS.INDICES_KEY] = _move(torch.from_numpy(rows), self.device)
             if masks is not None:

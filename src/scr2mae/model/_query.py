@@ -15,7 +15,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data.fields import LayerField
 
-from .._validation import N_MEASURED_KEY, check_count_matrix
+from .._validation import N_MEASURED_KEY, check_count_matrix, check_count_sample
 from ..data._panels import PANEL_KEY, panel_layout, panel_name
 from ._surgery import align_first_layers, category_counts
 
@@ -299,6 +299,10 @@ class QueryMixin:
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         """Check a new AnnData (genes, counts, categories) before scvi-tools registers it.
 
+        The counts of a sample of cells are checked here (:func:`check_count_sample`: counts,
+        not normalised data); the cells a ``get_*`` call reads are checked as they are read,
+        so a few cells of a large AnnData cost little more than those cells alone.
+
         A batch-blind encoder accepts batches the model never saw: their cells are embedded
         zero-shot, and decoding them needs a ``transform_batch`` of the reference.
         """
@@ -310,7 +314,8 @@ class QueryMixin:
         if self.get_anndata_manager(adata) is not None:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         layout = panel_layout(adata)
-        check_count_matrix(
+        # a sample of the cells here; the get_* iterator checks every cell it reads
+        check_count_sample(
             adata,
             self.registry_["setup_args"].get("layer"),
             where="R2MAEModel",
