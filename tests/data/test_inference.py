@@ -148,3 +148,18 @@ def test_new_anndata_is_checked_on_a_sample_and_on_the_cells_read(monkeypatch):
     empty.X = sparse.csr_matrix(np.vstack([np.zeros((1, 30)), empty.X.toarray()[1:]]))
     with pytest.raises(ValueError, match=r"cell\(s\) without any counts \(e.g. \['cell0'\]\)"):
         model.get_latent_representation(empty, indices=[5, 0])
+
+
+def test_model_loaded_without_anndata_checks_the_same_way(tmp_path, monkeypatch):
+    from scr2mae import _validation
+
+    _setup(_adata()).save(tmp_path / "model", save_anndata=False)
+    model = R2MAEModel.load(str(tmp_path / "model"), adata=False)
+    new = _adata()
+    x = new.X.toarray()
+    x[1000, 3] = -2.0
+    new.X = sparse.csr_matrix(x)
+    monkeypatch.setattr(_validation, "SAMPLE_CELLS", 50)
+    assert np.isfinite(model.get_latent_representation(new, indices=[0, 1])).all()
+    with pytest.raises(ValueError, match="negative values"):
+        model.get_latent_representation(new, indices=[1000])

@@ -35,6 +35,7 @@ from ._query import (
     QueryMixin,
     compare_var_names,
     gene_identifier_columns,
+    is_sample_checked,
     raw_counts_properties,
     registry_var_names,
 )
@@ -235,12 +236,13 @@ class R2MAEModel(
             continuous_covariate_keys=continuous_covariate_keys,
         )
         layout = panel_layout(adata)
-        check_count_matrix(
-            adata,
-            layer,
-            where="setup_anndata",
-            measured_genes=None if layout is None else layout.measured_anywhere,
-        )
+        if not is_sample_checked(adata):
+            check_count_matrix(
+                adata,
+                layer,
+                where="setup_anndata",
+                measured_genes=None if layout is None else layout.measured_anywhere,
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),

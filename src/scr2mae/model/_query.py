@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -293,6 +294,25 @@ def align_to_genes(
     return out
 
 
+# ids of the AnnData objects whose counts a get_* call is checking on a sample (see
+# `QueryMixin._validate_anndata`); `setup_anndata` skips its whole-matrix check for them
+_SAMPLE_CHECKED: set[int] = set()
+
+
+@contextmanager
+def _sample_checked(adata: AnnData):
+    _SAMPLE_CHECKED.add(id(adata))
+    try:
+        yield
+    finally:
+        _SAMPLE_CHECKED.discard(id(adata))
+
+
+def is_sample_checked(adata: AnnData) -> bool:
+    """Whether a get_* call has checked a sample of ``adata`` and checks each cell it reads."""
+    return id(adata) in _SAMPLE_CHECKED
+
+
 class QueryMixin:
     """Data on another gene panel, cells of unseen batches, and scArches transfer."""
 
@@ -322,7 +342,10 @@ class QueryMixin:
             measured_genes=None if layout is None else layout.measured_anywhere,
         )
         if not self._check_categories(adata) or self.adata_manager is None:
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+            # a model loaded without an AnnData registers this one through `setup_anndata`,
+            # whose whole-matrix check the sample above stands in for
+            with _sample_checked(adata):
+                return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         if adata.is_view:
             adata = adata.copy() if copy_if_view else adata
         manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
