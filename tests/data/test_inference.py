@@ -1,6 +1,9 @@
 """The get_* iterator: only the cells asked for are read and moved, from memory or disk."""
 
+from contextlib import nullcontext
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from anndata import AnnData
@@ -163,3 +166,44 @@ def test_model_loaded_without_anndata_checks_the_same_way(tmp_path, monkeypatch)
     assert np.isfinite(model.get_latent_representation(new, indices=[0, 1])).all()
     with pytest.raises(ValueError, match="negative values"):
         model.get_latent_representation(new, indices=[1000])
+
+
+@pytest.mark.parametrize("kind", ["category", "str", "int", "default"])
+def test_category_field_registers_as_scvi_tools_does(kind):
+    from scvi.data import AnnDataManager
+    from scvi.data.fields import CategoricalObsField
+
+    from scr2mae.model._query import CategoryField
+
+    def make(values):
+        ad = AnnData(X=sparse.csr_matrix(np.ones((len(values), 3), dtype=np.float32)))
+        column = pd.Series(values, dtype="category" if kind == "category" else None)
+        ad.obs["donor"] = column.astype(str).to_numpy() if kind == "str" else column.to_numpy()
+        if kind == "category":
+            ad.obs["donor"] = pd.Categorical(values, categories=sorted(set(values))[::-1])
+        return ad
+
+    key = None if kind == "default" else "donor"
+    reference = [3, 1, 1, 2, 3, 3, 1, 2, 2, 2]
+    query = [5, 1, 1, 3, 5, 4]
+    out = {}
+    for name, field in (("scvi", CategoricalObsField), ("ours", CategoryField)):
+        manager = AnnDataManager(fields=[field("batch", key)])
+        ref = make(reference)
+        manager.register_fields(ref)
+        new = make(query)
+        moved = manager.transfer_fields(new, extend_categories=True)
+        with (
+            pytest.raises(ValueError, match="not found in source registry")
+            if key
+            else nullcontext()
+        ):
+            manager.transfer_fields(make(query))
+        out[name] = (
+            manager.get_state_registry("batch")["categorical_mapping"],
+            ref.obs["_scvi_batch"].to_numpy(),
+            moved.get_state_registry("batch")["categorical_mapping"],
+            new.obs["_scvi_batch"].to_numpy(),
+        )
+    for a, b in zip(out["scvi"], out["ours"], strict=True):
+        np.testing.assert_array_equal(a, b)

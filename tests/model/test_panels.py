@@ -295,3 +295,22 @@ def test_backed_query_embeds_out_of_core_like_in_memory(reference, two_panels, t
     )
     np.testing.assert_allclose(z_some, z[[70, 3, 40]], rtol=1e-5, atol=1e-6)
     assert list(backed.obs_names) == list(two_panels.obs_names)
+
+
+def test_on_disk_training_batches_carry_the_panels(reference, two_panels, tmp_path):
+    from scvi import REGISTRY_KEYS
+
+    from scr2mae.data import OnDiskDataModule
+
+    two_panels.write_h5ad(tmp_path / "query.h5ad")
+    backed = read_backed(tmp_path / "query.h5ad")
+    R2MAEModel.setup_anndata(backed, batch_key="batch")
+    model = R2MAEModel(backed, **SMALL)
+    module = OnDiskDataModule(model.adata_manager, batch_size=16, chunk_size=8, buffer_chunks=2)
+    hidden = _hidden(90)
+    seen = []
+    for batch in module.train_dataloader():
+        rows = batch[REGISTRY_KEYS.INDICES_KEY].numpy()
+        np.testing.assert_array_equal(batch["measured"].numpy(), ~hidden[rows])
+        seen.append(rows)
+    assert np.concatenate(seen).size == module.n_train

@@ -10,6 +10,7 @@ built, nothing of it is copied to the device, and no value of it is checked.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -23,6 +24,33 @@ from ._ondisk import _RowReader, is_on_disk
 from ._panels import MEASURED_KEY, panel_layout
 
 __all__ = ["inference_batches"]
+
+#: mini-batches between two returns of freed host memory to the system (see `_release`)
+RELEASE_EVERY = 128
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _release() -> None:
+    """Return the freed pages of the C heap to the system.
+
+    scvi-tools' ``get_*`` keep each mini-batch's small output (latent codes, expression) in a
+    list; on the CPU these small blocks land between the freed pages of the mini-batches'
+    large temporary tensors, and glibc then keeps those pages: measured, the resident size grew
+    by about 1.4 kB per cell embedded at 2,000 genes (0.27 GB for 200,000 cells), though
+    nothing was in use. Trimming every :data:`RELEASE_EVERY` mini-batches keeps it flat.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 class _MemoryRows:
@@ -87,7 +115,9 @@ class InferenceBatches:
         masks = None
         if self.panels is not None:
             masks = torch.from_numpy(self.panels.masks).to(self.device)
-        for start in range(0, self.indices.size, self.batch_size):
+        for step, start in enumerate(range(0, self.indices.size, self.batch_size)):
+            if step and step % RELEASE_EVERY == 0:
+                _release()
             rows = self.indices[start : start + self.batch_size]
             covariates = {
                 key: np.asarray(values[rows], dtype=np.float32).reshape(rows.size, -1)

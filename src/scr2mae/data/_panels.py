@@ -47,7 +47,7 @@ PANEL_REGISTRY_KEY = "scr2mae_panel"
 
 def _digest(genes: Sequence[str]) -> str:
     """A short digest of gene names, in order."""
-    text = "\x1f".join(str(g) for g in genes).encode("utf-8")
+    text = "\x1f".join(pd.Index(genes).astype(str).tolist()).encode("utf-8")
     return hashlib.blake2b(text, digest_size=4).hexdigest()
 
 

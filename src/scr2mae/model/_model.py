@@ -13,7 +13,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, NumericalJointObsField
+from scvi.data.fields import CategoricalJointObsField, NumericalJointObsField
 from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
@@ -31,6 +31,7 @@ from ._batch_correction import check_batch_correction
 from ._hub import HubMixin
 from ._module import R2MAEModule
 from ._query import (
+    CategoryField,
     CountsField,
     QueryMixin,
     compare_var_names,
@@ -246,8 +247,8 @@ class R2MAEModel(
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            CategoryField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoryField(REGISTRY_KEYS.LABELS_KEY, labels_key),
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
             # the gene panels of a prepared query (genes not measured in some cells)

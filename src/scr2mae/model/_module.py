@@ -41,8 +41,10 @@ class R2MAEModule(BaseModuleClass):
     negative log-likelihood (:class:`scvi.distributions.NegativeBinomial`) over the masked,
     measured entries.
 
-    **Unmeasured genes.** An entry that is NaN in the counts is a gene the cell's assay did not
-    measure (see :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder
+    **Unmeasured genes.** An entry that is ``False`` in the mini-batch's ``"measured"`` mask (a
+    prepared query's gene panels; absent when every gene was measured), or NaN in the counts, is
+    a gene the cell's assay did not measure (see
+    :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder
     exactly as a masked gene does in training (a zero in the masked input) and never enters a
     loss or a score.
 
