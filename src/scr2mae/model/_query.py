@@ -35,6 +35,8 @@ __all__ = [
 
 #: ``.uns`` key of the alignment summary written into a prepared query
 QUERY_UNS_KEY = "scr2mae_query"
+#: stored entries renumbered at a time when a query's genes are put in the model's order
+_RENUMBER_SLICE = 1 << 22
 
 
 def gene_identifier_columns(var: pd.DataFrame, max_columns: int = 8) -> dict[str, list[str]]:
@@ -242,11 +244,13 @@ def align_to_genes(
     panels = np.zeros((masks.shape[0], n_model), dtype=bool)
     panels[:, model_column] = masks
     panels, codes = _unique_panels(panels, codes)
-    # the model's gene order: only measured entries are stored (no entry per unmeasured gene)
-    aligned = sparse.csr_matrix(
-        (x.data, np.take(model_column.astype(x.indices.dtype), x.indices), x.indptr),
-        shape=(n_obs, n_model),
-    )
+    # the model's gene order: only measured entries are stored (no entry per unmeasured gene);
+    # the column numbers of `x` (a copy) are renumbered in place, a slice at a time
+    lookup = model_column.astype(x.indices.dtype)
+    for start in range(0, x.nnz, _RENUMBER_SLICE):
+        part = x.indices[start : start + _RENUMBER_SLICE]
+        part[:] = lookup[part]
+    aligned = sparse.csr_matrix((x.data, x.indices, x.indptr), shape=(n_obs, n_model))
     aligned.sort_indices()
     del x
 
