@@ -87,16 +87,22 @@ def test_panel_names_encode_their_masks_and_bad_names_are_errors():
         panel_layout(ad)
 
 
-def test_memory_grows_with_measured_entries_only(reference, cells):
-    part = cells[:, :25].copy()
+def test_memory_grows_with_measured_entries_only(reference, cells, monkeypatch):
+    from scr2mae.model import _query
+
+    part = cells[:, ::-1][:, :25].copy()  # genes 39..15, in reverse
+    monkeypatch.setattr(_query, "_RENUMBER_SLICE", 7)  # renumbered 7 entries at a time
     prepared = R2MAEModel.prepare_query_anndata(part, reference)
+    full = cells.X.toarray()
+    np.testing.assert_array_equal(prepared.X.toarray()[:, 15:], full[:, 15:])
+    assert prepared.X.has_sorted_indices
     # as many stored entries as the query's own counts: none for the 15 unmeasured genes
     assert prepared.X.nnz == part.X.nnz
     assert not np.isnan(prepared.X.data).any()
     # one category for all cells; its name holds the mask
     assert len(prepared.obs[PANEL_KEY].cat.categories) == 1
     layout = panel_layout(prepared)
-    np.testing.assert_array_equal(layout.masks[0], np.arange(N_GENES) < 25)
+    np.testing.assert_array_equal(layout.masks[0], np.arange(N_GENES) >= 15)
     assert layout.codes.dtype.itemsize == 1  # a byte per cell
 
 
