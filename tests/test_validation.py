@@ -159,12 +159,16 @@ def test_nan_infinite_and_empty_cells_still_refused_empty_genes_warned():
     nan[2, 5] = np.nan
     with pytest.raises(ValueError, match=r"adata.layers\['counts'\] contains 1 NaN value"):
         _check(nan)
-    # NaN marks unmeasured genes in a prepared query; the rest is checked as usual
+    # a prepared query stores no NaN (its panels record the unmeasured genes): the column it
+    # writes does not make NaN acceptable
     prepared = _with_layer(nan)
     prepared.obs[N_MEASURED_KEY] = counts.shape[1]
+    with pytest.raises(ValueError, match=r"NaN.*nan_as_unmeasured=True"):
+        check_count_matrix(prepared, "counts")
+    # only a caller that reads NaN as unmeasured accepts them; the rest is checked as usual
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_count_matrix(prepared, "counts")
+        check_count_matrix(prepared, "counts", allow_unmeasured=True)
     assert any("non-integer counts" in str(w.message) for w in caught)
     inf = counts.copy()
     inf[0, 0] = np.inf

@@ -15,7 +15,7 @@ from scipy import sparse
 _CHUNK_ROWS = 10_000
 
 #: ``.obs`` column written by :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`: the number of
-#: model genes measured in each cell. Its presence is what allows NaN (= "not measured") entries.
+#: model genes measured in each cell.
 N_MEASURED_KEY = "scr2mae_n_measured_genes"
 
 
@@ -190,14 +190,51 @@ def _transformed_reason(
     return None
 
 
+def _check_values(values: np.ndarray, prefix: str, name: str, allow_unmeasured: bool):
+    """Refuse non-numeric, infinite, negative and (unless allowed) NaN values.
+
+    Returns the NaN positions of ``values`` when there are any (and they are allowed).
+    """
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
+        raise ValueError(f"{prefix}{name} must be numeric counts, got dtype {values.dtype}.")
+    if not values.size:
+        return None
+    nan = None
+    if np.issubdtype(values.dtype, np.floating):
+        if np.isinf(values).any():
+            raise ValueError(f"{prefix}{name} contains infinite values.")
+        nan = np.isnan(values)
+        if not nan.any():
+            nan = None
+        elif not allow_unmeasured:
+            raise ValueError(
+                f"{prefix}{name} contains {int(nan.sum())} NaN value(s); counts must be "
+                "finite. If NaN marks genes that were not measured, align the data with "
+                "`R2MAEModel.prepare_query_anndata(adata, model, nan_as_unmeasured=True)`, "
+                "which records them as unmeasured genes of each cell's panel."
+            )
+    finite = values if nan is None else values[~nan]
+    if finite.size and finite.min() < 0:
+        raise ValueError(
+            f"{prefix}{name} contains negative values (min {finite.min():.4g}); "
+            "raw non-negative counts are required, not centred, scaled or "
+            "batch-corrected data (pass `layer=` naming the counts)."
+        )
+    return nan
+
+
 def check_count_matrix(
     adata: AnnData,
     layer: str | None = None,
     *,
     where: str = "",
     allow_empty: bool = False,
-    allow_unmeasured: bool | None = None,
+    allow_unmeasured: bool = False,
     allow_non_integer: bool = True,
+    measured_genes: np.ndarray | None = None,
+    report_empty_genes: bool = True,
 ) -> None:
     """Check that a layer holds counts usable by a count model.
 
@@ -234,13 +271,17 @@ def check_count_matrix(
         counts are always accepted: they are measured zeros, common in subsets and small
         queries (a warning names how many).
     allow_unmeasured
-        Accept NaN entries, which mark genes a cell's assay did not measure. ``None`` (default)
-        accepts them only in an AnnData made by
-        :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` (it has the ``.obs`` column
-        ``"scr2mae_n_measured_genes"``).
+        Accept NaN entries as genes a cell's assay did not measure (only
+        :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` reads them so, when asked; the
+        AnnData it returns holds no NaN).
     allow_non_integer
         Accept non-integer counts that do not look normalised, with a warning. ``False``
         refuses every non-integer value (where integers are stored, as for the Census).
+    measured_genes
+        Optional boolean ``(genes,)``: ``False`` marks genes no cell measured (the panels of a
+        prepared query), which are not reported as genes without counts.
+    report_empty_genes
+        Warn about measured genes without counts (off for a sample of the cells).
 
     Warns
     -----
@@ -261,8 +302,6 @@ def check_count_matrix(
     prefix = f"{where}: " if where else ""
     name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     mat = _matrix(adata, layer)
-    if allow_unmeasured is None:
-        allow_unmeasured = N_MEASURED_KEY in adata.obs.columns
     n_obs, n_vars = mat.shape
     if n_obs == 0:
         raise ValueError(f"{prefix}{name} has zero cells.")
@@ -276,36 +315,15 @@ def check_count_matrix(
     max_value = 0.0
     for start, block in _iter_blocks(mat):
         values = block.data if sparse.issparse(block) else block
-        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
-            values.dtype, np.complexfloating
-        ):
-            raise ValueError(f"{prefix}{name} must be numeric counts, got dtype {values.dtype}.")
+        nan = _check_values(values, prefix, name, allow_unmeasured)
+        if nan is not None:
+            if sparse.issparse(block):
+                gene_nan += np.bincount(block.indices[nan], minlength=n_vars)
+            else:
+                gene_nan += nan.sum(axis=0)
+            values = values[~nan]
+            block = _nan_to_zero(block)
         if values.size:
-            if np.issubdtype(values.dtype, np.floating):
-                if np.isinf(values).any():
-                    raise ValueError(f"{prefix}{name} contains infinite values.")
-                nan = np.isnan(values)
-                if nan.any():
-                    if not allow_unmeasured:
-                        raise ValueError(
-                            f"{prefix}{name} contains {int(nan.sum())} NaN value(s); counts "
-                            "must be finite. If NaN marks genes that were not measured, "
-                            "align the data with `R2MAEModel.prepare_query_anndata(adata, "
-                            "model, nan_as_unmeasured=True)`, which records them as unmeasured."
-                        )
-                    if sparse.issparse(block):
-                        gene_nan += np.bincount(block.indices[nan], minlength=n_vars)
-                    else:
-                        gene_nan += nan.sum(axis=0)
-                    values = values[~nan]
-                    block = _nan_to_zero(block)
-        if values.size:
-            if values.min() < 0:
-                raise ValueError(
-                    f"{prefix}{name} contains negative values (min {values.min():.4g}); "
-                    "raw non-negative counts are required, not centred, scaled or "
-                    "batch-corrected data (pass `layer=` naming the counts)."
-                )
             max_value = max(max_value, float(values.max()))
             n_nonzero += int(np.count_nonzero(values))
             if np.issubdtype(values.dtype, np.floating):
@@ -338,8 +356,11 @@ def check_count_matrix(
             stacklevel=3,
         )
     # genes unmeasured in every cell are not "genes without counts"
-    empty_genes = np.flatnonzero((gene_totals == 0) & (gene_nan < n_obs))
-    if empty_genes.size and not allow_empty:
+    unmeasured = gene_nan == n_obs
+    if measured_genes is not None:
+        unmeasured |= ~np.asarray(measured_genes, dtype=bool)
+    empty_genes = np.flatnonzero((gene_totals == 0) & ~unmeasured)
+    if empty_genes.size and not allow_empty and report_empty_genes:
         examples = list(adata.var_names[empty_genes[:3]])
         warnings.warn(
             f"{prefix}{name} has {empty_genes.size} gene(s) without any counts (e.g. "
@@ -355,6 +376,71 @@ def check_count_matrix(
         raise ValueError(
             f"{prefix}{name} has {empty_cells.size} cell(s) without any counts (e.g. {examples}); "
             "remove them first, e.g. `sc.pp.filter_cells(adata, min_counts=1)`."
+        )
+
+
+#: cells :func:`check_count_sample` checks, spread evenly through the matrix
+SAMPLE_CELLS = 2_000
+
+
+def check_count_sample(
+    adata: AnnData,
+    layer: str | None = None,
+    *,
+    where: str = "",
+    measured_genes: np.ndarray | None = None,
+    n_cells: int | None = None,
+) -> None:
+    """:func:`check_count_matrix` on ``n_cells`` cells spread evenly through the matrix.
+
+    For an AnnData met by a ``get_*`` call, which may read a few of many cells: the sample
+    tells counts from normalised or log-normalised data, and :func:`check_count_rows` checks
+    every block of cells as it is read. Genes without counts in the sample are not reported.
+    ``n_cells`` defaults to :data:`SAMPLE_CELLS`.
+    """
+    n_cells = SAMPLE_CELLS if n_cells is None else n_cells
+    mat = _matrix(adata, layer)
+    n_obs = mat.shape[0]
+    rows = np.unique(np.linspace(0, max(n_obs - 1, 0), min(n_obs, n_cells)).astype(np.int64))
+    block = mat[rows] if rows.size < n_obs else mat
+    sample = AnnData(
+        X=block if layer is None else None,
+        obs=pd.DataFrame(index=adata.obs_names[rows]),
+        var=pd.DataFrame(index=adata.var_names),
+        layers={} if layer is None else {layer: block},
+    )
+    check_count_matrix(
+        sample,
+        layer,
+        where=where,
+        measured_genes=measured_genes,
+        report_empty_genes=rows.size == n_obs,
+    )
+
+
+def check_count_rows(block, obs_names: Sequence[str], layer: str | None, where: str = "") -> None:
+    """Check a block of counts as it is read: finite, non-negative, no NaN, no empty cell.
+
+    Parameters
+    ----------
+    block
+        The cells' counts (SciPy sparse or dense).
+    obs_names
+        Their names, for the messages.
+    layer, where
+        As in :func:`check_count_matrix`.
+    """
+    prefix = f"{where}: " if where else ""
+    name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    values = block.data if sparse.issparse(block) else np.asarray(block)
+    _check_values(values, prefix, name, allow_unmeasured=False)
+    totals = np.asarray(block.sum(axis=1)).ravel()
+    empty = np.flatnonzero(totals == 0)
+    if empty.size:
+        examples = [obs_names[i] for i in empty[:3]]
+        raise ValueError(
+            f"{prefix}{name} has cell(s) without any counts (e.g. {examples}); remove them "
+            "first, e.g. `sc.pp.filter_cells(adata, min_counts=1)`."
         )
 
 

@@ -9,6 +9,7 @@ import torch
 from scipy import sparse
 
 from scr2mae import R2MAEModel, R2MAEModule
+from scr2mae.data import measured_genes
 
 SMALL = {"n_hidden": 32, "n_latent": 8}
 N_GENES = 60
@@ -84,15 +85,22 @@ def test_reordered_subset_and_superset_are_aligned(reference, query):
     full = query.layers["counts"].toarray()
     measured = np.isin(np.arange(N_GENES), keep)
     np.testing.assert_array_equal(x[:, measured], full[:, measured])
-    assert np.isnan(x[:, ~measured]).all()
+    # unmeasured genes are not stored: one panel records them, no entry per cell and gene
+    counts = prepared.layers["counts"]
+    assert not np.isnan(counts.data).any() and counts.nnz == np.count_nonzero(x)
+    panels = measured_genes(prepared)
+    assert len(panels) == 1 and panels["n_cells"].tolist() == [query.n_obs]
+    assert panels.drop(columns="n_cells").to_numpy()[0].tolist() == measured.tolist()
+    assert prepared.obs["scr2mae_panel"].cat.categories.str.startswith("45/60:").all()
     assert (prepared.obs["scr2mae_n_measured_genes"] == 45).all()
     assert prepared.var["measured_in_query"].to_numpy().tolist() == measured.tolist()
     summary = prepared.uns["scr2mae_query"]
-    assert (summary["n_matched"], summary["n_dropped"], summary["n_unmeasured_genes"]) == (
-        45,
-        5,
-        15,
-    )
+    assert (
+        summary["n_matched"],
+        summary["n_dropped"],
+        summary["n_unmeasured_genes"],
+        summary["n_panels"],
+    ) == (45, 5, 15, 1)
     # obs travel along; the unknown genes are gone
     assert list(prepared.obs["kind"]) == list(query.obs["kind"])
     assert not any(g.startswith("NEW") for g in prepared.var_names)
@@ -186,9 +194,14 @@ def test_two_panels_concatenated(reference, query):
         R2MAEModel.prepare_query_anndata(raw, reference)
     from_raw = R2MAEModel.prepare_query_anndata(raw, reference, nan_as_unmeasured=True)
     for prepared in (joined, from_raw):
-        x = prepared.layers["counts"].toarray()
-        assert np.isnan(x[:30, 40:]).all() and np.isnan(x[30:, :20]).all()
-        assert not np.isnan(x[:30, :40]).any() and not np.isnan(x[30:, 20:]).any()
+        # two panels, whatever the way the cells were joined; no NaN is stored
+        assert not np.isnan(prepared.layers["counts"].data).any()
+        panels = measured_genes(prepared)
+        assert panels["n_cells"].tolist() == [30, 30]
+        codes = prepared.obs["scr2mae_panel"].cat.codes.to_numpy()
+        per_cell = panels.drop(columns="n_cells").to_numpy()[codes]
+        np.testing.assert_array_equal(per_cell[:30], np.tile(np.arange(N_GENES) < 40, (30, 1)))
+        np.testing.assert_array_equal(per_cell[30:], np.tile(np.arange(N_GENES) >= 20, (30, 1)))
         np.testing.assert_array_equal(
             prepared.obs["scr2mae_n_measured_genes"].to_numpy(), [40] * 30 + [40] * 30
         )

@@ -3,8 +3,10 @@
 from . import _census
 from ._census import *  # noqa: F403 (the names of its __all__)
 from ._datasets import pbmc68k_batches, pbmc68k_counts
-from ._inmemory import InMemoryDataModule, inference_batches
+from ._inference import inference_batches
+from ._inmemory import InMemoryDataModule
 from ._ondisk import OnDiskDataModule, read_backed
+from ._panels import measured_genes
 from ._preprocess import log_normalize, preprocess_counts
 from ._synthetic import synthetic_donor_counts
 
@@ -14,6 +16,7 @@ __all__ = [
     "OnDiskDataModule",
     "inference_batches",
     "log_normalize",
+    "measured_genes",
     "pbmc68k_batches",
     "pbmc68k_counts",
     "preprocess_counts",

@@ -10,7 +10,7 @@ per-row Python), and the dense mini-batch is built where the model runs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -19,10 +19,17 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 from scvi.dataloaders._data_splitting import validate_data_split
 
-__all__ = ["CellTensors", "InMemoryDataModule", "inference_batches"]
+from ._panels import MEASURED_KEY, PanelLayout, panel_layout
+
+__all__ = ["CellTensors", "InMemoryDataModule"]
 
 #: share of the free device memory the counts may take before they stay in host memory
 DEVICE_MEMORY_SHARE = 0.5
+
+
+def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a mini-batch's tensor to ``device`` (the one place where gathered data moves)."""
+    return tensor.to(device, non_blocking=True)
 
 
 class CellTensors:
@@ -30,6 +37,9 @@ class CellTensors:
 
     Counts are kept as CSR (``crow``, ``col``, ``val``) unless the AnnData holds a dense
     matrix; covariates as ``float32`` columns, exactly as scvi-tools' loader returns them.
+    When some cells lack genes (the panels of a prepared query, :mod:`scr2mae.data._panels`),
+    each cell's panel and the panels' gene masks are kept too, and every mini-batch carries
+    the dense mask of its cells under ``"measured"``; complete data carry none.
 
     Parameters
     ----------
@@ -46,17 +56,22 @@ class CellTensors:
             for key in adata_manager.data_registry
             if key != REGISTRY_KEYS.X_KEY
         }
-        self._set(counts, covariates)
+        self._set(counts, covariates, panel_layout(adata_manager))
         self.to(device)
 
     @classmethod
-    def from_arrays(cls, counts, covariates: dict) -> CellTensors:
-        """Tensors of a counts matrix (sparse or dense) and covariate arrays, on the CPU."""
+    def from_arrays(
+        cls, counts, covariates: dict, panels: PanelLayout | None = None
+    ) -> CellTensors:
+        """Tensors of a counts matrix (sparse or dense) and covariate arrays, on the CPU.
+
+        ``panels`` gives the panel of each of these rows and the panels' gene masks.
+        """
         out = cls.__new__(cls)
-        out._set(counts, covariates)
+        out._set(counts, covariates, panels)
         return out
 
-    def _set(self, counts, covariates: dict) -> None:
+    def _set(self, counts, covariates: dict, panels: PanelLayout | None) -> None:
         self.n_obs, self.n_vars = counts.shape
         self.dense = None
         self.crow = self.col = self.val = None
@@ -71,17 +86,23 @@ class CellTensors:
         for key, values in covariates.items():
             values = np.asarray(values, dtype=np.float32).reshape(self.n_obs, -1)
             self.covariates[key] = torch.from_numpy(values.copy())
+        self.panel = self.panel_masks = None
+        if panels is not None:
+            self.panel = torch.from_numpy(np.asarray(panels.codes, dtype=np.int64))
+            self.panel_masks = torch.from_numpy(np.ascontiguousarray(panels.masks, dtype=bool))
+        self._masks_cache = None
         self.device = torch.device("cpu")
         self.pinned = False
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the counts and covariates."""
-        tensors = [self.crow, self.col, self.val, self.dense, *self.covariates.values()]
+        """Bytes held by the counts, covariates and panels."""
+        tensors = [self.crow, self.col, self.val, self.dense, self.panel, self.panel_masks]
+        tensors += list(self.covariates.values())
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def _apply(self, fn) -> None:
-        for name in ("crow", "col", "val", "dense"):
+        for name in ("crow", "col", "val", "dense", "panel", "panel_masks"):
             if getattr(self, name) is not None:
                 setattr(self, name, fn(getattr(self, name)))
         self.covariates = {k: fn(v) for k, v in self.covariates.items()}
@@ -129,32 +150,42 @@ class CellTensors:
     def gather(self, idx: torch.Tensor, device: torch.device | str | None = None) -> dict:
         """The mini-batch of rows ``idx`` as scvi-tools' tensor dictionary, on ``device``.
 
-        Counts are densified on ``device`` (default: where the tensors are). From pinned host
-        memory only the gathered CSR entries travel, asynchronously.
+        Counts are densified on ``device`` (default: where the tensors are). From host memory
+        only the gathered CSR entries travel (asynchronously from pinned memory). Data with
+        unmeasured genes add the ``(cells, genes)`` mask ``"measured"``.
         """
         device = self.device if device is None else torch.device(device)
         idx = idx.to(self.device, torch.long)
         n = idx.numel()
         batch: dict[str, torch.Tensor] = {}
         if self.dense is not None:
-            batch[REGISTRY_KEYS.X_KEY] = self.dense.index_select(0, idx).to(
-                device, non_blocking=True
-            )
+            batch[REGISTRY_KEYS.X_KEY] = _move(self.dense.index_select(0, idx), device)
         else:
             positions, rows = self._csr_positions(idx)
             col = self.col.index_select(0, positions)
             val = self.val.index_select(0, positions)
             if self.pinned and device.type == "cuda":
                 col, val, rows = (t.pin_memory() for t in (col, val, rows))
-            col, val, rows = (t.to(device, non_blocking=True) for t in (col, val, rows))
+            col, val, rows = (_move(t, device) for t in (col, val, rows))
             flat = rows * self.n_vars + col.long()
             x = torch.zeros(n * self.n_vars, dtype=torch.float32, device=device)
             x.scatter_(0, flat, val)
             batch[REGISTRY_KEYS.X_KEY] = x.view(n, self.n_vars)
         for key, values in self.covariates.items():
-            batch[key] = values.index_select(0, idx).to(device, non_blocking=True)
-        batch[REGISTRY_KEYS.INDICES_KEY] = idx.to(device, non_blocking=True)
+            batch[key] = _move(values.index_select(0, idx), device)
+        if self.panel is not None:
+            # the small per-panel masks go to the device once; each cell takes its panel's row
+            codes = _move(self.panel.index_select(0, idx), device)
+            batch[MEASURED_KEY] = self._masks_on(device).index_select(0, codes)
+        batch[REGISTRY_KEYS.INDICES_KEY] = _move(idx, device)
         return batch
+
+    def _masks_on(self, device: torch.device) -> torch.Tensor:
+        cached = getattr(self, "_masks_cache", None)
+        if cached is None or cached.device != device:
+            cached = self.panel_masks.to(device)
+            self._masks_cache = cached
+        return cached
 
 
 def split_cells(
@@ -320,33 +351,3 @@ class InMemoryDataModule(LightningDataModule):
         if len(self.val_idx) == 0:
             return []
         return self._batches(self.val_idx, shuffle=False)
-
-
-def inference_batches(
-    adata_manager,
-    indices: Sequence[int] | None = None,
-    batch_size: int | None = None,
-    device: torch.device | str = "cpu",
-) -> _EpochBatches:
-    """Unshuffled mini-batches of registered cells, in the order of ``indices``.
-
-    The fast iterator behind the ``get_*`` methods of :class:`~scr2mae.R2MAEModel`.
-
-    Parameters
-    ----------
-    adata_manager
-        The :class:`scvi.data.AnnDataManager` of a registered AnnData.
-    indices
-        Cells to return, in order; ``None`` is all.
-    batch_size
-        Cells per mini-batch; ``None`` uses ``scvi.settings.batch_size``.
-    device
-        Device of the returned tensors.
-    """
-    batch_size = settings.batch_size if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    n_obs = adata_manager.adata.n_obs
-    indices = np.arange(n_obs) if indices is None else np.ascontiguousarray(indices, np.int64)
-    tensors = CellTensors(adata_manager).place_for(device)
-    return _EpochBatches(tensors, indices, batch_size, False, 0, torch.device(device))

@@ -23,6 +23,7 @@ from lightning.pytorch import LightningDataModule
 from scvi import REGISTRY_KEYS, settings
 
 from ._inmemory import CellTensors, split_cells
+from ._panels import PanelLayout, panel_layout
 
 __all__ = ["OnDiskDataModule", "is_on_disk", "read_backed"]
 
@@ -286,6 +287,7 @@ class OnDiskDataModule(LightningDataModule):
             for key in adata_manager.data_registry
             if key != REGISTRY_KEYS.X_KEY
         }
+        self.panels = panel_layout(adata_manager)
         self.target = torch.device("cpu")
 
     def setup(self, stage: str | None = None) -> None:
@@ -300,9 +302,13 @@ class OnDiskDataModule(LightningDataModule):
             self.target = trainer.strategy.root_device
 
     def buffer_tensors(self, counts, rows: np.ndarray) -> CellTensors:
-        """Tensors of the counts read into a buffer and the covariates of those ``rows``."""
+        """Tensors of the counts read into a buffer and the covariates (and panels) of those
+        ``rows``."""
         covariates = {key: values[rows] for key, values in self.covariates.items()}
-        return CellTensors.from_arrays(counts, covariates)
+        panels = self.panels
+        if panels is not None:
+            panels = PanelLayout(panels.codes[rows], panels.masks, panels.names)
+        return CellTensors.from_arrays(counts, covariates, panels)
 
     def train_dataloader(self) -> _ChunkBatches:
         """Shuffled mini-batches of the training cells."""

@@ -48,6 +48,7 @@ def masked_reconstruction_score(
     batch_size: int = 128,
     target_sum: float = 1e4,
     return_per_cell: bool = False,
+    panels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float | pd.Series | pd.DataFrame:
     """Mean per-cell Pearson correlation of predicted and observed expression on masked genes.
 
@@ -62,10 +63,9 @@ def masked_reconstruction_score(
     :meth:`scr2mae.R2MAEModel.get_reconstruction_score` is this function with
     :func:`r2mae_predictor`.
 
-    NaN counts mark genes a cell's assay did not measure (see
-    :meth:`scr2mae.R2MAEModel.prepare_query_anndata`): they are handed to ``predict`` as
-    zeros, are never scored, and both prediction and observation are normalised over each
-    cell's measured genes only.
+    Genes a cell's assay did not measure (NaN counts, or genes its panel lacks, see
+    ``panels``) are handed to ``predict`` as zeros, are never scored, and both prediction and
+    observation are normalised over each cell's measured genes only.
 
     Parameters
     ----------
@@ -87,6 +87,11 @@ def masked_reconstruction_score(
         Normalisation total of both prediction and observation.
     return_per_cell
         Also return the per-cell correlations.
+    panels
+        ``(panel, masks)``: the panel index of each cell of ``counts`` and a boolean
+        ``(panels, genes)`` array, ``True`` where the panel measured the gene (a prepared
+        query's, :func:`scr2mae.data.measured_genes`); ``None``: every non-NaN entry is
+        measured.
 
     Returns
     -------
@@ -108,6 +113,13 @@ def masked_reconstruction_score(
     if counts.ndim != 2 or counts.shape[0] == 0 or counts.shape[1] < 2:
         raise ValueError(f"`counts` must be (cells, genes) with >= 2 genes, got {counts.shape}.")
     n_cells, n_genes = counts.shape
+    if panels is not None:
+        panel, masks = np.asarray(panels[0]), np.asarray(panels[1], dtype=bool)
+        if panel.shape != (n_cells,) or masks.ndim != 2 or masks.shape[1] != n_genes:
+            raise ValueError(
+                f"`panels` must be one panel per cell ({n_cells}) and masks of {n_genes} genes, "
+                f"got shapes {panel.shape} and {masks.shape}."
+            )
     per_ratio = {}
     for r in ratios:
         gen = torch.Generator().manual_seed(seed)
@@ -118,7 +130,9 @@ def masked_reconstruction_score(
             block = block.toarray() if sparse.issparse(block) else block
             x = torch.as_tensor(np.asarray(block, dtype=np.float32))
             measured = ~torch.isnan(x)
-            x = torch.nan_to_num(x, nan=0.0)
+            if panels is not None:
+                measured &= torch.from_numpy(masks[panel[rows]])
+            x = torch.where(measured, x, 0.0)
             mask = exact_count_mask(x.shape[0], n_genes, r, generator=gen)
             with torch.inference_mode():
                 out = predict(x.masked_fill(mask, 0.0), mask, rows)
@@ -194,17 +208,22 @@ def r2mae_predictor(model, adata=None, indices=None) -> Predictor:
         Trained ``R2MAEModel``.
     adata
         AnnData the counts come from, set up for ``model`` (defaults to the model's); its
-        registered covariates are used. NaN counts (unmeasured genes of a
+        registered covariates are used. Genes a cell did not measure (the panels of a
         :meth:`~scr2mae.R2MAEModel.prepare_query_anndata` result) stay hidden.
     indices
         Cells of ``adata`` that the scored ``counts`` rows are (in order); defaults to all.
     """
     from scvi import REGISTRY_KEYS
 
+    from ..data._panels import MEASURED_KEY, panel_layout
+
     _check_trained(model)
     covs = _covariate_tensors(model, adata, indices)
     full = _registered(model, adata, REGISTRY_KEYS.X_KEY)
-    full = full[np.arange(full.shape[0]) if indices is None else np.asarray(indices)]
+    cells = np.arange(full.shape[0]) if indices is None else np.asarray(indices)
+    full = full[cells]
+    manager = model.get_anndata_manager(model.adata if adata is None else adata, required=True)
+    layout = panel_layout(manager)
     module = model.module
 
     def predict(x_masked, mask, rows):
@@ -212,12 +231,18 @@ def r2mae_predictor(model, adata=None, indices=None) -> Predictor:
         block = full[rows]
         block = block.toarray() if sparse.issparse(block) else np.asarray(block)
         x_full = torch.as_tensor(np.asarray(block, dtype=np.float32))  # NaN = not measured
+        measured = None
+        if layout is not None:
+            measured = torch.from_numpy(layout.measured(cells[rows]))
+            x_full = torch.where(measured, x_full, 0.0)
         seen = torch.nan_to_num(x_full, nan=0.0).masked_fill(mask, 0)
         if x_full.shape != x_masked.shape or bool((seen != x_masked).any()):
             raise ValueError(
                 "the scored counts are not the counts registered for `adata`/`indices`."
             )
         tensors = {REGISTRY_KEYS.X_KEY: x_full}
+        if measured is not None:
+            tensors[MEASURED_KEY] = measured
         tensors.update({k: v[rows] for k, v in covs.items()})
         _, out = module(
             tensors, inference_kwargs={"mask": mask.to(model.device)}, compute_loss=False

@@ -13,7 +13,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, NumericalJointObsField
+from scvi.data.fields import CategoricalJointObsField, NumericalJointObsField
 from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
@@ -24,16 +24,19 @@ from scvi.model.base import (
 from scvi.model.base._de_core import _de_core
 
 from .._validation import check_count_matrix, check_obs_keys
+from ..data._panels import PanelField, panel_layout
 from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
 from ..masking import Curriculum, RatioSchedule, resolve_masking
 from ._batch_correction import check_batch_correction, resolve_batch_correction
 from ._hub import HubMixin
 from ._module import R2MAEModule
 from ._query import (
+    CategoryField,
     CountsField,
     QueryMixin,
     compare_var_names,
     gene_identifier_columns,
+    is_sample_checked,
     raw_counts_properties,
     registry_var_names,
 )
@@ -224,7 +227,7 @@ class R2MAEModel(
         Raises
         ------
         ValueError
-            For a missing layer or column, NaN outside a prepared query, inf, negative or
+            For a missing layer or column, NaN (see :meth:`prepare_query_anndata`), inf, negative or
             log-normalised values, or empty cells. Genes without counts are accepted.
         """
         if not isinstance(adata, AnnData):
@@ -241,14 +244,23 @@ class R2MAEModel(
             categorical_covariate_keys=categorical_covariate_keys,
             continuous_covariate_keys=continuous_covariate_keys,
         )
-        check_count_matrix(adata, layer, where="setup_anndata")
+        layout = panel_layout(adata)
+        if not is_sample_checked(adata):
+            check_count_matrix(
+                adata,
+                layer,
+                where="setup_anndata",
+                measured_genes=None if layout is None else layout.measured_anywhere,
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            CategoryField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoryField(REGISTRY_KEYS.LABELS_KEY, labels_key),
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+            # the gene panels of a prepared query (genes not measured in some cells)
+            PanelField(),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -308,6 +320,12 @@ class R2MAEModel(
         datamodule = kwargs.pop("datamodule", None)
         if datamodule is not None and data_loader != "auto":
             raise ValueError("give either `datamodule` or `data_loader`, not both.")
+        has_panels = self.adata is not None and panel_layout(self.adata) is not None
+        if data_loader == "scvi" and has_panels:
+            raise ValueError(
+                "data_loader='scvi' cannot carry the genes some cells did not measure (panels "
+                "of a prepared query); use 'auto', 'in_memory' or 'on_disk'."
+            )
         made_here = datamodule is None and data_loader != "scvi"
         if made_here:
             datamodule = self._make_datamodule(data_loader, batch_size, train_size, kwargs)
@@ -365,12 +383,18 @@ class R2MAEModel(
     def _make_data_loader(
         self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None, **kw
     ):
-        """The fast unshuffled iterator for in-memory data; scvi-tools' loader otherwise."""
-        from ..data._inmemory import inference_batches
-        from ..data._ondisk import is_on_disk
+        """The fast unshuffled iterator (:func:`scr2mae.data.inference_batches`), for data in
+        memory or on disk; scvi-tools' loader for anything else."""
+        from ..data import inference_batches
 
         manager = self.get_anndata_manager(adata)
-        if shuffle or data_loader_class is not None or kw or manager is None or is_on_disk(adata):
+        if shuffle or data_loader_class is not None or kw or manager is None:
+            if manager is not None and panel_layout(manager) is not None:
+                raise ValueError(
+                    "this AnnData has genes some cells did not measure (panels of a prepared "
+                    "query), which scvi-tools' data loader cannot carry; call without "
+                    "`shuffle`, `data_loader_class` or data-loader arguments."
+                )
             return super()._make_data_loader(
                 adata, indices, batch_size, shuffle, data_loader_class, **kw
             )
@@ -465,15 +489,20 @@ class R2MAEModel(
 
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
-        counts = self.get_anndata_manager(adata, required=True).get_from_registry(
-            REGISTRY_KEYS.X_KEY
-        )
+        manager = self.get_anndata_manager(adata, required=True)
+        counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        layout = panel_layout(manager)
+        panels = None
         if indices is not None:
             counts = counts[np.asarray(indices)]
+        if layout is not None:
+            codes = layout.codes if indices is None else layout.codes[np.asarray(indices)]
+            panels = (codes, layout.masks)
         return masked_reconstruction_score(
             counts,
             r2mae_predictor(self, adata, indices),
             mask_ratio,
             seed=seed,
             batch_size=settings.batch_size if batch_size is None else batch_size,
+            panels=panels,
         )

@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from .._validation import check_int
+from ..data._panels import MEASURED_KEY
 from ..masking import (
     Curriculum,
     Masker,
@@ -98,8 +99,10 @@ class R2MAEModule(BaseModuleClass):
     negative log-likelihood (:class:`scvi.distributions.NegativeBinomial`) over the masked,
     measured entries.
 
-    **Unmeasured genes.** An entry that is NaN in the counts is a gene the cell's assay did not
-    measure (see :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder
+    **Unmeasured genes.** An entry that is ``False`` in the mini-batch's ``"measured"`` mask (a
+    prepared query's gene panels; absent when every gene was measured), or NaN in the counts, is
+    a gene the cell's assay did not measure (see
+    :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder
     exactly as a masked gene does in training (a zero in the masked input) and never enters a
     loss or a score.
 
@@ -254,6 +257,8 @@ class R2MAEModule(BaseModuleClass):
             "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
             "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
             "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            # only mini-batches of cells that lack genes carry it (None: all measured)
+            "measured": tensors.get(MEASURED_KEY),
         }
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
