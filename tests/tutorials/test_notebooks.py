@@ -14,6 +14,7 @@ REPO = TUTORIALS.parent
 MUST_SHOW = {
     "01_quickstart.ipynb": [
         "reloaded model gives the same embedding: True",
+        "Leiden clusters against the FACS labels",
         "balanced accuracy",
         "of the top 15 genes are shared",
     ],
@@ -30,6 +31,7 @@ MUST_SHOW = {
     ],
     "06_batch_integration.ipynb": [
         "batch_correction: mmd",
+        "Leiden clusters against the FACS labels",
         "Batch correction",
         "R2MAE none + Harmony",
         "probe balanced accuracy",
