@@ -523,7 +523,9 @@ class R2MAEModule(BaseModuleClass):
         densely.
         """
         mask = inference_outputs.get("mask")
-        if mask is None or mask.dim() != 2 or (mask.shape[0] > 1 and mask.stride(0) != 0):
+        if mask is None or mask.dim() != 2 or mask.shape[0] == 0:
+            return None
+        if mask.shape[0] > 1 and mask.stride(0) != 0:
             return None
         columns = mask[0]
         if self._reads_are_free(columns.device):
