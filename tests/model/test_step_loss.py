@@ -230,3 +230,13 @@ def test_sparse_count_terms_equal_the_dense_formula(fill):
     atol = 8 * torch.finfo(torch.float32).eps * max(1.0, float(torch.lgamma(x + 1).max()))
     torch.testing.assert_close(dense, expected, rtol=1e-5, atol=atol)
     torch.testing.assert_close(sparse, expected, rtol=1e-5, atol=atol)
+
+
+def test_an_empty_mini_batch_has_a_zero_loss(device_rules):
+    module = _module("columns", curriculum=False)
+    x = torch.zeros(0, N_GENES)
+    tensors = {"X": x, "batch": torch.zeros(0, 1, dtype=torch.long)}
+    inf = module.inference(x, batch_index=tensors["batch"])
+    gen = module.generative(**module._get_generative_input(tensors, inf))
+    out = module.loss(tensors, inf, gen)
+    assert out.loss.item() == 0.0 and out.extra_metrics["scored_entries"].item() == 0.0

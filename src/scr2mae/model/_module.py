@@ -420,24 +420,28 @@ class R2MAEModule(BaseModuleClass):
         """Whether reading a tensor's values on ``device`` costs no host synchronisation."""
         return device.type == "cpu"
 
-    def _may_lack_genes(self, measured: torch.Tensor | None) -> bool:
-        """Whether :meth:`generative` must estimate full libraries, decided without waiting
-        for an accelerator.
+    def _known_complete(self, measured: torch.Tensor | None) -> bool:
+        """Whether every gene is known to be measured without waiting for an accelerator.
 
         ``measured=None`` means every gene is measured (what :meth:`inference` reports for a
-        complete mini-batch): no estimate. A ``measured`` tensor on the CPU is read, which costs
-        nothing there, and the estimate is skipped when it is all ``True``. On an accelerator
-        that read would stall the step, so the estimate runs whenever a tensor is given;
-        complete cells keep their first decoding, so the result is the same.
+        complete mini-batch). A ``measured`` tensor on the CPU is read, which costs nothing
+        there (the smallest byte of the boolean tensor: a vectorised reduction, much cheaper
+        than ``all()`` on booleans); on an accelerator it is taken as possibly incomplete.
         """
-        if measured is None or not self.estimate_unmeasured_library:
-            return False
-        if not self._reads_are_free(measured.device):
+        if measured is None:
             return True
-        # the smallest byte of the boolean tensor: 1 when all are measured (a vectorised
-        # reduction, much cheaper on the CPU than `all()` on booleans)
+        if not self._reads_are_free(measured.device):
+            return False
         measured = measured.contiguous()
-        return measured.numel() > 0 and int(measured.view(torch.uint8).min()) == 0
+        return measured.numel() == 0 or int(measured.view(torch.uint8).min()) == 1
+
+    def _may_lack_genes(self, measured: torch.Tensor | None) -> bool:
+        """Whether :meth:`generative` estimates full libraries (see :meth:`_known_complete`).
+
+        On an accelerator the estimate runs whenever a ``measured`` tensor is given; complete
+        cells keep their first decoding, so the result is the same as skipping it.
+        """
+        return self.estimate_unmeasured_library and not self._known_complete(measured)
 
     @auto_move_data
     def generative(
@@ -528,7 +532,9 @@ class R2MAEModule(BaseModuleClass):
         densely.
         """
         mask = inference_outputs.get("mask")
-        if mask is None or mask.dim() != 2 or (mask.shape[0] > 1 and mask.stride(0) != 0):
+        if mask is None or mask.dim() != 2 or mask.shape[0] == 0:
+            return None
+        if mask.shape[0] > 1 and mask.stride(0) != 0:
             return None
         columns = mask[0]
         if self._reads_are_free(columns.device):
@@ -562,6 +568,8 @@ class R2MAEModule(BaseModuleClass):
         """
         x = inference_outputs["x"]
         measured = inference_outputs.get("measured")
+        if self._known_complete(measured):
+            measured = None
         mask = inference_outputs.get("mask")
         px_rate = generative_outputs["px_rate"]
         theta = generative_outputs["px_r"]

@@ -118,9 +118,12 @@ class R2MAETrainingPlan(TrainingPlan):
         # the loss and every other scalar extra metric (the masked fraction, a batch-correction
         # term) are averaged over the epoch's cells; the masked NLL is summed over entries, so
         # the epoch's value is per masked entry. Two stacks and two sums per step.
-        zero = loss.new_zeros(())
-        per_cell = torch.stack([loss, *(extras.get(name, zero) for name in sums[3])]).float()
-        per_entry = torch.stack([extras.get(name, zero) for name in _SUMMED]).float()
+        names = sums[3]
+        if not all(name in extras for name in (*names, *_SUMMED)):
+            zero = loss.new_zeros(())
+            extras = {name: extras.get(name, zero) for name in (*names, *_SUMMED)}
+        per_cell = torch.stack([loss, *(extras[name] for name in names)]).float()
+        per_entry = torch.stack([extras[name] for name in _SUMMED]).float()
         if sums[1] is None:
             sums[1], sums[2] = per_entry, per_cell * n
         else:
