@@ -286,7 +286,7 @@ def figure(memory: pd.DataFrame, latency: pd.DataFrame, path: Path) -> None:
     row = latency.iloc[0]
     labels = ["first call", "warm"]
     x = np.arange(2)
-    ax_lat.bar(x - 0.2, [row["large_first_s"], row["large_warm_s"]], 0.4, label="in the large")
+    ax_lat.bar(x - 0.2, [row["large_first_s"], row["large_warm_s"]], 0.4, label="among all cells")
     ax_lat.bar(x + 0.2, [row["alone_first_s"], row["alone_warm_s"]], 0.4, label="alone")
     ax_lat.set_xticks(x, labels)
     ax_lat.set_ylabel("seconds")
