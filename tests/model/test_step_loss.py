@@ -42,6 +42,11 @@ def _counts(unmeasured: str) -> torch.Tensor:
 def _forward(module, x, **inference_kwargs):
     batch = (torch.arange(N_CELLS) % 2).unsqueeze(1)
     tensors = {"X": x, "batch": batch}
+    # unmeasured entries reach the module as a `measured` mask, as the data loaders give it
+    # (`measured=None` means every gene was measured)
+    measured = ~torch.isnan(x)
+    if not bool(measured.all()):
+        inference_kwargs.setdefault("measured", measured)
     inf = module.inference(x, batch_index=batch, **inference_kwargs)
     gen = module.generative(**module._get_generative_input(tensors, inf))
     return tensors, inf, gen

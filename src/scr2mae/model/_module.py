@@ -339,7 +339,7 @@ class R2MAEModule(BaseModuleClass):
         Parameters
         ----------
         x
-            Counts, ``(cells, genes)``; NaN marks a gene not measured in that cell.
+            Counts, ``(cells, genes)``.
         batch_index, cont_covs, cat_covs
             Covariates as registered.
         n_samples
@@ -355,15 +355,18 @@ class R2MAEModule(BaseModuleClass):
             ``None`` for ``"train"`` in training mode and no mask otherwise. ``True`` and
             ``False`` mean ``"train"`` and ``"none"``.
         measured
-            Optional boolean ``(cells, genes)``: ``False`` marks unmeasured entries in addition
-            to the NaN entries of ``x``.
+            Boolean ``(cells, genes)``, ``False`` for genes a cell did not measure (what the
+            data loaders pass for the panels of a prepared query), or ``None``: every gene is
+            measured. NaN entries of ``x`` are unmeasured too when ``measured`` is given or
+            ``x`` is on the CPU; on an accelerator, pass ``measured`` (reading ``x`` there to
+            look for NaN would wait for the device).
 
         Returns
         -------
         Dictionary with the latent code ``z``, the posterior ``qz`` (a point mass at ``z`` for
         the deterministic encoder), the observed ``library`` (sum over measured genes), the
-        ``mask`` (``None`` when not masking), the ``measured`` entries, the covariates, and the
-        mask's ratio, ratio index and step.
+        ``mask`` (``None`` when not masking), the ``measured`` entries (``None`` when all are),
+        the covariates, and the mask's ratio, ratio index and step.
         """
         if masking is None:
             masking = "train" if self.training else "none"
@@ -371,16 +374,18 @@ class R2MAEModule(BaseModuleClass):
         if masking not in ("train", "validation", "none"):
             raise ValueError(f"`masking` must be 'train', 'validation' or 'none', got {masking!r}.")
         x = x.to(torch.float32)
-        is_measured = ~torch.isnan(x)
+        measured = self._measured_entries(x, measured)
         if measured is not None:
-            is_measured = is_measured & measured.to(torch.bool)
-        x = torch.where(is_measured, x, torch.zeros_like(x))
+            x = torch.where(measured, x, torch.zeros_like(x))
         library = x.sum(dim=1, keepdim=True)
         sampled = n_samples > 1 and self.encoder_log_var is None and mask is None
         mask, ratio, index, step = self._hidden(
             x, mask, "sample" if sampled else masking, n_samples
         )
-        hidden = ~is_measured if mask is None else (mask | ~is_measured)
+        if measured is None:
+            hidden = mask
+        else:
+            hidden = ~measured if mask is None else (mask | ~measured)
         z = self.encode(x, hidden, batch_index, cont_covs, cat_covs)
         if isinstance(z, tuple):
             # variational bottleneck: decode a sample while training, embed the mean
@@ -399,7 +404,7 @@ class R2MAEModule(BaseModuleClass):
             "qz": qz,
             "x": x,
             "library": library,
-            "measured": is_measured,
+            "measured": measured,
             "batch_index": batch_index,
             "cont_covs": cont_covs,
             "cat_covs": cat_covs,
@@ -414,6 +419,19 @@ class R2MAEModule(BaseModuleClass):
         cont = cont_covs.to(z.dtype) if self.n_continuous_cov and cont_covs is not None else None
         h = self.px_decoder(h, *self._categorical(batch_index, cat_covs), cont=cont)
         return torch.softmax(self.px_scale_decoder(h), dim=-1)
+
+    def _measured_entries(
+        self, x: torch.Tensor, measured: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The measured entries of ``x``, or ``None`` when all of them are (see
+        :meth:`inference`); decided without waiting for an accelerator."""
+        if measured is not None:
+            return measured.to(torch.bool) & ~torch.isnan(x)
+        if self._reads_are_free(x.device):
+            nan = torch.isnan(x)
+            if bool(nan.any()):
+                return ~nan
+        return None
 
     @staticmethod
     def _reads_are_free(device: torch.device) -> bool:
