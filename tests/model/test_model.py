@@ -389,7 +389,8 @@ def test_covariates_are_used(adata):
         categorical_covariate_keys=["site"],
         continuous_covariate_keys=["age"],
     )
-    model = R2MAEModel(adata, **SMALL)
+    # the paper's model: the encoder reads the batch too (the default with two batches does not)
+    model = R2MAEModel(adata, **SMALL, batch_correction="none")
     # genes + one continuous + two batches + three sites enter the first encoder layer
     assert model.module.encoder.fc_layers[0][0].in_features == adata.n_vars + 1 + 2 + 3
     model.train(max_epochs=2, batch_size=50, enable_progress_bar=False)
