@@ -121,8 +121,12 @@ def test_out_of_core_training_from_soma(local_census):
         assert (dm.n_obs, dm.n_vars, dm.n_batch) == (80, 30, 6)
         scvi.settings.seed = 0
         model = R2MAEModel(registry=dm.registry, n_hidden=16, n_latent=4)
-        # the module is built from the data module's registry: 30 genes + 6 donors in
-        assert model.module.encoder.fc_layers[0][0].in_features == 36
+        # the module is built from the data module's registry: 6 donors make the default
+        # "auto" resolve to "mmd", whose batch-blind encoder reads the 30 genes only
+        assert model.module.batch_correction == "mmd"
+        assert model.module.encoder.fc_layers[0][0].in_features == 30
+        paper = R2MAEModel(registry=dm.registry, n_hidden=16, n_latent=4, batch_correction="none")
+        assert paper.module.encoder.fc_layers[0][0].in_features == 36  # 30 genes + 6 donors
         model.train(max_epochs=2, datamodule=dm, enable_progress_bar=False)
         assert model.module.n_batch == 6 and model.module.n_input == 30
         losses = model.history["train_loss"].to_numpy(dtype=float).ravel()
