@@ -344,13 +344,16 @@ def figure(table: pd.DataFrame, path: Path) -> None:
         csr_gb=("csr_gb", "first"),
     )
     groups = table.groupby(["mode", "widths", "n_genes", "precision"])
-    for (mode, widths, n_genes, precision), part in groups:
+    colours = plt.get_cmap("tab20")
+    for i, ((mode, widths, n_genes, precision), part) in enumerate(groups):
         part = part.sort_values("n_cells")
         label = f"{mode} {widths} G={n_genes} {precision}"
-        ax_rate.plot(part["n_cells"], part["cells_per_cpu_s"], marker="o", label=label)
-        ax_mem.plot(part["n_cells"], part["peak_rss_gb"], marker="o", label=label)
+        style = {"marker": "o", "label": label, "color": colours(i % 20)}
+        ax_rate.plot(part["n_cells"], part["cells_per_cpu_s"], **style)
+        ax_mem.plot(part["n_cells"], part["peak_rss_gb"], **style)
     csr = table.drop_duplicates(["n_cells", "n_genes"]).sort_values("n_cells")
-    ax_mem.plot(csr["n_cells"], csr["csr_gb"], "k--", label="CSR size")
+    for n_genes, part in csr.groupby("n_genes"):
+        ax_mem.plot(part["n_cells"], part["csr_gb"], "k--", lw=1, label=f"CSR size G={n_genes}")
     for ax, ylabel in (
         (ax_rate, "training cells per CPU-second"),
         (ax_mem, "peak resident memory (GB)"),
