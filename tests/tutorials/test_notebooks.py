@@ -27,6 +27,7 @@ MUST_SHOW = {
         "(not in the reference) marked unknown",
         "reference weights unchanged after training the query: True",
         "imputed genes; per-cell Pearson r",
+        "zero-shot embedding of the query: (200,",
         "ValueError:",
     ],
     "06_batch_integration.ipynb": [
