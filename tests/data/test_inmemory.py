@@ -58,6 +58,31 @@ def test_gather_returns_exactly_the_rows_asked_for_with_aligned_covariates(layou
         torch.testing.assert_close(batch[key], reference[key].to(torch.float32))
 
 
+def test_both_csr_densifications_match_scipy_with_empty_rows_and_duplicate_entries():
+    # the compiled CPU pass and the vectorised torch path (used where the model runs on an
+    # accelerator) must give SciPy's dense rows; a non-canonical CSR repeats entries of a row
+    rng = np.random.default_rng(3)
+    counts = sparse.random(60, 40, density=0.2, format="csr", random_state=4, dtype=np.float32)
+    counts.data[:] = rng.integers(1, 9, counts.nnz)
+    counts[7] = 0  # an empty row
+    counts.eliminate_zeros()
+    indptr = counts.indptr.copy()
+    indptr[-1] += 2  # the last row gets two extra entries of gene 3
+    duplicated = sparse.csr_matrix(
+        (np.r_[counts.data, [2.0, 5.0]], np.r_[counts.indices, [3, 3]], indptr),
+        shape=counts.shape,
+    )
+    assert not duplicated.has_canonical_format
+    tensors = CellTensors.from_arrays(duplicated, {})
+    idx = torch.tensor([59, 7, 0, 59, 33])
+    expected = duplicated.toarray()[idx.numpy()]
+    np.testing.assert_array_equal(tensors._densify_on_cpu(idx).numpy(), expected)
+    np.testing.assert_array_equal(
+        tensors._densify_vectorised(idx, torch.device("cpu")).numpy(), expected
+    )
+    np.testing.assert_array_equal(tensors.gather(idx)[REGISTRY_KEYS.X_KEY].numpy(), expected)
+
+
 def test_epoch_visits_every_training_cell_once_and_reshuffles():
     scvi.settings.seed = 0
     dm = InMemoryDataModule(_manager(_adata()), batch_size=16)

@@ -27,6 +27,32 @@ __all__ = ["CellTensors", "InMemoryDataModule"]
 DEVICE_MEMORY_SHARE = 0.5
 
 
+_DENSIFY_ROWS = None
+
+
+def _densify_rows():
+    """A compiled loop that writes CSR rows into a zeroed dense block (compiled on first use).
+
+    On the CPU this is the cheapest gather: one pass over the stored entries of the chosen rows,
+    against about ten vectorised torch operations (index arithmetic, two ``index_select``, a
+    scatter), each a pass of its own. Duplicate entries of a row add up, as in SciPy's
+    ``toarray``.
+    """
+    global _DENSIFY_ROWS
+    if _DENSIFY_ROWS is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def densify(indptr, indices, data, rows, out):  # pragma: no cover - compiled
+            for r in range(rows.shape[0]):
+                i = rows[r]
+                for j in range(indptr[i], indptr[i + 1]):
+                    out[r, indices[j]] += data[j]
+
+        _DENSIFY_ROWS = densify
+    return _DENSIFY_ROWS
+
+
 def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a mini-batch's tensor to ``device`` (the one place where gathered data moves)."""
     return tensor.to(device, non_blocking=True)
@@ -160,17 +186,10 @@ class CellTensors:
         batch: dict[str, torch.Tensor] = {}
         if self.dense is not None:
             batch[REGISTRY_KEYS.X_KEY] = _move(self.dense.index_select(0, idx), device)
+        elif self.device.type == "cpu" and device.type == "cpu":
+            batch[REGISTRY_KEYS.X_KEY] = self._densify_on_cpu(idx)
         else:
-            positions, rows = self._csr_positions(idx)
-            col = self.col.index_select(0, positions)
-            val = self.val.index_select(0, positions)
-            if self.pinned and device.type == "cuda":
-                col, val, rows = (t.pin_memory() for t in (col, val, rows))
-            col, val, rows = (_move(t, device) for t in (col, val, rows))
-            flat = rows * self.n_vars + col.long()
-            x = torch.zeros(n * self.n_vars, dtype=torch.float32, device=device)
-            x.scatter_(0, flat, val)
-            batch[REGISTRY_KEYS.X_KEY] = x.view(n, self.n_vars)
+            batch[REGISTRY_KEYS.X_KEY] = self._densify_vectorised(idx, device)
         for key, values in self.covariates.items():
             batch[key] = _move(values.index_select(0, idx), device)
         if self.panel is not None:
@@ -179,6 +198,28 @@ class CellTensors:
             batch[MEASURED_KEY] = self._masks_on(device).index_select(0, codes)
         batch[REGISTRY_KEYS.INDICES_KEY] = _move(idx, device)
         return batch
+
+    def _densify_on_cpu(self, idx: torch.Tensor) -> torch.Tensor:
+        """Dense rows ``idx`` of CPU-held CSR counts, by one compiled pass over their entries."""
+        x = torch.zeros(idx.numel(), self.n_vars, dtype=torch.float32)
+        _densify_rows()(
+            self.crow.numpy(), self.col.numpy(), self.val.numpy(), idx.numpy(), x.numpy()
+        )
+        return x
+
+    def _densify_vectorised(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Dense rows ``idx`` built on ``device`` with torch operations only (no host loop):
+        from host memory only the gathered entries travel, asynchronously when pinned."""
+        positions, rows = self._csr_positions(idx)
+        col = self.col.index_select(0, positions)
+        val = self.val.index_select(0, positions)
+        if self.pinned and device.type == "cuda":
+            col, val, rows = (t.pin_memory() for t in (col, val, rows))
+        col, val, rows = (_move(t, device) for t in (col, val, rows))
+        flat = rows * self.n_vars + col.long()
+        x = torch.zeros(idx.numel() * self.n_vars, dtype=torch.float32, device=device)
+        x.scatter_add_(0, flat, val)  # duplicate entries add up, as in SciPy
+        return x.view(idx.numel(), self.n_vars)
 
     def _masks_on(self, device: torch.device) -> torch.Tensor:
         cached = getattr(self, "_masks_cache", None)
