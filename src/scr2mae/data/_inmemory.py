@@ -182,7 +182,6 @@ class CellTensors:
         """
         device = self.device if device is None else torch.device(device)
         idx = idx.to(self.device, torch.long)
-        n = idx.numel()
         batch: dict[str, torch.Tensor] = {}
         if self.dense is not None:
             batch[REGISTRY_KEYS.X_KEY] = _move(self.dense.index_select(0, idx), device)
