@@ -154,6 +154,20 @@ def test_preparing_a_prepared_query_keeps_its_unmeasured_genes(reference, two_pa
         R2MAEModel.prepare_query_anndata(two_panels[:, ::-1].copy(), reference)
 
 
+def test_preparing_again_ignores_panels_no_cell_uses(reference, two_panels):
+    # a new AnnData built from `.obs.iloc` keeps every category of the panel column, also
+    # those of cells left out: here the panel with code 0, so the used panel's code is 1
+    codes = two_panels.obs[PANEL_KEY].cat.codes.to_numpy()
+    rows = np.flatnonzero(codes != 0)
+    kept = anndata.AnnData(X=two_panels.X[rows], obs=two_panels.obs.iloc[rows], var=two_panels.var)
+    assert len(kept.obs[PANEL_KEY].cat.categories) == 2
+    again = R2MAEModel.prepare_query_anndata(kept, reference)
+    layout = panel_layout(again)
+    assert layout is not None and layout.masks.shape[0] == 1
+    np.testing.assert_array_equal(layout.measured(np.arange(rows.size)), ~_hidden(90)[rows])
+    np.testing.assert_array_equal(again.X.toarray(), kept.X.toarray())
+
+
 def test_concatenating_with_an_unprepared_anndata_says_what_to_do(reference, cells, two_panels):
     # (an outer join keeps the panel column, empty for the unprepared cells)
     mixed = anndata.concat([two_panels, cells[:5]], join="outer")

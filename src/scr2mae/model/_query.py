@@ -111,9 +111,10 @@ def _unique_panels(panels: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, n
     """Identical panels merged and numbered in order of the cells' first appearance."""
     rows, inverse = _unique_rows(np.packbits(panels, axis=1))
     codes = inverse[codes]
-    _, first = np.unique(codes, return_index=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(len(rows), dtype=np.int64)
+    # only the panels some cell uses (a category column may name panels no cell has left)
+    used, first = np.unique(codes, return_index=True)
+    order = used[np.argsort(first, kind="stable")]
+    rank = np.full(len(rows), -1, dtype=np.int64)
     rank[order] = np.arange(order.size)
     return panels[rows][order], rank[codes]
 
