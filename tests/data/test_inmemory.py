@@ -81,6 +81,11 @@ def test_both_csr_densifications_match_scipy_with_empty_rows_and_duplicate_entri
         tensors._densify_vectorised(idx, torch.device("cpu")).numpy(), expected
     )
     np.testing.assert_array_equal(tensors.gather(idx)[REGISTRY_KEYS.X_KEY].numpy(), expected)
+    for bad in ([60], [-1], [3, 60]):  # rows that do not exist are an error, on both paths
+        with pytest.raises(IndexError):
+            tensors._densify_on_cpu(torch.tensor(bad))
+        with pytest.raises(IndexError):
+            tensors._densify_vectorised(torch.tensor(bad), torch.device("cpu"))
 
 
 def test_epoch_visits_every_training_cell_once_and_reshuffles():

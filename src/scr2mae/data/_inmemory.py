@@ -200,15 +200,25 @@ class CellTensors:
 
     def _densify_on_cpu(self, idx: torch.Tensor) -> torch.Tensor:
         """Dense rows ``idx`` of CPU-held CSR counts, by one compiled pass over their entries."""
+        self._check_rows(idx)  # the compiled loop does not check bounds
         x = torch.zeros(idx.numel(), self.n_vars, dtype=torch.float32)
         _densify_rows()(
             self.crow.numpy(), self.col.numpy(), self.val.numpy(), idx.numpy(), x.numpy()
         )
         return x
 
+    def _check_rows(self, idx: torch.Tensor) -> None:
+        """Refuse indices of rows that do not exist (host-held indices only: reading them is
+        free there, while on an accelerator torch's own indexing asserts)."""
+        if idx.device.type == "cpu" and idx.numel():
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0 or high >= self.n_obs:
+                raise IndexError(f"cell indices must lie in [0, {self.n_obs}), got {low}..{high}")
+
     def _densify_vectorised(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Dense rows ``idx`` built on ``device`` with torch operations only (no host loop):
         from host memory only the gathered entries travel, asynchronously when pinned."""
+        self._check_rows(idx)
         positions, rows = self._csr_positions(idx)
         col = self.col.index_select(0, positions)
         val = self.val.index_select(0, positions)
