@@ -88,6 +88,27 @@ def test_both_csr_densifications_match_scipy_with_empty_rows_and_duplicate_entri
             tensors._densify_vectorised(torch.tensor(bad), torch.device("cpu"))
 
 
+def test_cpu_gather_compiles_without_a_writable_cache(monkeypatch):
+    import numba
+
+    from scr2mae.data import _inmemory
+
+    real_njit = numba.njit
+
+    def no_cache_location(*args, cache=False, **kwargs):
+        if cache:  # what numba raises when it finds no writable cache location
+            raise RuntimeError("cannot cache function '_densify_loop': no locator available")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache_location)
+    monkeypatch.setattr(_inmemory, "_DENSIFY_ROWS", None)
+    counts = sparse.random(20, 15, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    idx = torch.tensor([3, 19, 0])
+    dense = CellTensors.from_arrays(counts, {})._densify_on_cpu(idx)
+    np.testing.assert_array_equal(dense.numpy(), counts.toarray()[idx.numpy()])
+    monkeypatch.setattr(_inmemory, "_DENSIFY_ROWS", None)  # the next use compiles afresh
+
+
 def test_epoch_visits_every_training_cell_once_and_reshuffles():
     scvi.settings.seed = 0
     dm = InMemoryDataModule(_manager(_adata()), batch_size=16)

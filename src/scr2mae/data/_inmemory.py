@@ -30,26 +30,31 @@ DEVICE_MEMORY_SHARE = 0.5
 _DENSIFY_ROWS = None
 
 
+def _densify_loop(indptr, indices, data, rows, out):  # pragma: no cover - compiled by numba
+    """Add the stored entries of CSR rows ``rows`` into the zeroed block ``out``."""
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for j in range(indptr[i], indptr[i + 1]):
+            out[r, indices[j]] += data[j]
+
+
 def _densify_rows():
     """A compiled loop that writes CSR rows into a zeroed dense block (compiled on first use).
 
     On the CPU this is the cheapest gather: one pass over the stored entries of the chosen rows,
     against about ten vectorised torch operations (index arithmetic, two ``index_select``, a
     scatter), each a pass of its own. Duplicate entries of a row add up, as in SciPy's
-    ``toarray``.
+    ``toarray``. The compiled code is cached on disk where numba finds a writable place, and
+    compiled once per process where it does not.
     """
     global _DENSIFY_ROWS
     if _DENSIFY_ROWS is None:
         import numba
 
-        @numba.njit(cache=True, nogil=True)
-        def densify(indptr, indices, data, rows, out):  # pragma: no cover - compiled
-            for r in range(rows.shape[0]):
-                i = rows[r]
-                for j in range(indptr[i], indptr[i + 1]):
-                    out[r, indices[j]] += data[j]
-
-        _DENSIFY_ROWS = densify
+        try:
+            _DENSIFY_ROWS = numba.njit(cache=True, nogil=True)(_densify_loop)
+        except RuntimeError:  # numba: no writable cache location
+            _DENSIFY_ROWS = numba.njit(nogil=True)(_densify_loop)
     return _DENSIFY_ROWS
 
 
