@@ -15,21 +15,14 @@ from scr2mae.data import measured_genes, read_backed
 from scr2mae.data._panels import PANEL_KEY, panel_layout, panel_name
 from scr2mae.evaluation import masked_reconstruction_score
 
+from .conftest import program_counts
+
 SMALL = {"n_hidden": 32, "n_latent": 8}
 N_GENES = 40
 
 
 def _cells(n_cells, seed, n_batches=2):
-    rng = np.random.default_rng(seed)
-    programs = np.random.default_rng(1).gamma(0.5, 1.0, size=(3, N_GENES))
-    kind = rng.integers(0, 3, size=n_cells)
-    profile = programs[kind] / programs[kind].sum(1, keepdims=True)
-    counts = rng.poisson(profile * rng.integers(600, 1500, size=(n_cells, 1)))
-    ad = anndata.AnnData(X=sparse.csr_matrix(counts.astype(np.float32)))
-    ad.obs_names = [f"c{seed}_{i}" for i in range(n_cells)]
-    ad.var_names = [f"G{i}" for i in range(N_GENES)]
-    ad.obs["batch"] = pd.Categorical([f"b{i % n_batches}" for i in range(n_cells)])
-    return ad
+    return program_counts(n_cells, seed, N_GENES, library=(600, 1500), n_batches=n_batches)[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,25 +11,20 @@ from scipy import sparse
 from scr2mae import R2MAEModel, R2MAEModule
 from scr2mae.data import measured_genes
 
+from .conftest import program_counts
+
 SMALL = {"n_hidden": 32, "n_latent": 8}
 N_GENES = 60
 
 
 def _programs(n_cells, seed, n_batches=2):
     """Counts of three cell types with distinct gene programs, in two batches."""
-    rng = np.random.default_rng(seed)
-    programs = np.random.default_rng(1).gamma(0.5, 1.0, size=(3, N_GENES))
-    kind = rng.integers(0, 3, size=n_cells)
-    profile = programs[kind] / programs[kind].sum(1, keepdims=True)
-    library = rng.integers(800, 2000, size=(n_cells, 1))
-    counts = rng.poisson(profile * library).astype(np.float32)
-    ad = anndata.AnnData(X=sparse.csr_matrix(counts))
-    ad.obs_names = [f"c{seed}_{i}" for i in range(n_cells)]
-    ad.var_names = [f"GENE{i}" for i in range(N_GENES)]
+    ad, kind = program_counts(
+        n_cells, seed, N_GENES, library=(800, 2000), n_batches=n_batches, gene_prefix="GENE"
+    )
     ad.var["gene_ids"] = [f"ENSG{i:05d}" for i in range(N_GENES)]
     ad.layers["counts"] = ad.X.copy()
-    ad.obs["kind"] = pd.Categorical(kind.astype(str))
-    ad.obs["batch"] = pd.Categorical([f"b{i % n_batches}" for i in range(n_cells)])
+    ad.obs.insert(0, "kind", pd.Categorical(kind.astype(str)))
     return ad
 
 
