@@ -116,10 +116,13 @@ def test_auto_resolved_option_survives_reload_and_query(adata, tmp_path):
 
 
 def test_weights_default(adata):
-    defaults = {"decoder_only": 0.0, "adversarial": 0.1, "mmd": 0.03, "variational": 1.0}
+    defaults = {"decoder_only": 0.0, "adversarial": 0.1, "mmd": 0.1, "variational": 1.0}
     for option, weight in defaults.items():
         module = R2MAEModel(adata, **SMALL, batch_correction=option).module
         assert module.batch_correction_weight == weight
+    # with the paper's loss (masked genes only) the MMD keeps its smaller weight
+    paper = R2MAEModel(adata, **SMALL, batch_correction="mmd", visible_weight=0).module
+    assert paper.batch_correction_weight == 0.03
     assert (
         R2MAEModel(
             adata, **SMALL, batch_correction="mmd", batch_correction_weight=0.2
@@ -166,12 +169,14 @@ def test_masked_reconstruction_loss_path_intact(adata, option):
     inf = module.inference(x, batch_index=batch, mask=mask)
     gen = module.generative(**module._get_generative_input(tensors, inf))
     out = module.loss(tensors, inf, gen)
-    # reconstruction: NB NLL of the masked genes only, per masked entry of each cell
+    # reconstruction: NB NLL of the masked genes, per masked entry of each cell
     nll = -gen["px"].log_prob(x)
     expected = torch.where(mask, nll, torch.zeros_like(nll))
     per_cell = expected.sum(1) / mask.sum(1)
     torch.testing.assert_close(out.reconstruction_loss["reconstruction_loss"], per_cell)
-    nb_mean = expected.sum() / mask.sum()
+    # plus the visible genes' mean NLL, at the default weight 1
+    assert module.visible_weight == 1.0
+    nb_mean = expected.sum() / mask.sum() + torch.where(mask, 0.0, nll).sum() / (~mask).sum()
     extra = out.extra_metrics
     if option in ("adversarial", "mmd", "variational"):
         term = extra["batch_correction_loss"]

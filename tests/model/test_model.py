@@ -197,6 +197,28 @@ def test_save_load_round_trip(trained, adata, tmp_path):
     assert int(loaded.module.mask_step) == int(trained.module.mask_step)
 
 
+def test_visible_weight_is_kept_through_save_and_load(trained, adata, tmp_path):
+    assert trained.module.visible_weight == 1.0  # the default
+    assert trained.module.batch_correction_weight == 0.1  # "auto" -> "mmd" at its weight
+    assert "visible_weight: 1." in trained._model_summary_string
+    paper = R2MAEModel(adata, visible_weight=0, **SMALL)
+    assert paper.module.visible_weight == 0.0
+    assert paper.module.batch_correction_weight == 0.03
+    paper.save(tmp_path / "paper")
+    assert R2MAEModel.load(tmp_path / "paper", adata=adata).module.visible_weight == 0.0
+    # a model saved before the option existed keeps training with the masked genes alone
+    trained.save(tmp_path / "old")
+    state = torch.load(tmp_path / "old" / "model.pt", weights_only=False)
+    del state["attr_dict"]["init_params_"]["non_kwargs"]["visible_weight"]
+    torch.save(state, tmp_path / "old" / "model.pt")
+    old = R2MAEModel.load(tmp_path / "old", adata=adata)
+    assert old.module.visible_weight == 0.0
+    assert old.init_params_["non_kwargs"]["visible_weight"] == 0.0
+    for bad, error in [(-0.5, ValueError), (float("nan"), ValueError), ("1", TypeError)]:
+        with pytest.raises(error, match="visible_weight"):
+            R2MAEModel(adata, visible_weight=bad, **SMALL)
+
+
 def test_load_with_mismatched_genes_fails(trained, adata, tmp_path):
     trained.save(tmp_path / "m", overwrite=True)
     other = adata[:, :-1].copy()

@@ -16,9 +16,10 @@ from scr2mae import R2MAEModule
 N_CELLS, N_GENES = 48, 40
 
 
-def _module(mode: str, curriculum: bool) -> R2MAEModule:
+def _module(mode: str, curriculum: bool, visible_weight: float = 0.0) -> R2MAEModule:
     torch.manual_seed(0)
     kwargs = {"n_input": N_GENES, "n_batch": 2, "n_hidden": 32, "n_latent": 8}
+    kwargs["visible_weight"] = visible_weight
     if curriculum:
         # no warm-up, so that the generator's weights are in the graph from the first step
         kwargs["curriculum"] = ("r2mae_cl_k0", {"warmup_steps": 0})
@@ -67,8 +68,16 @@ def _dense_reference(module, inf, gen) -> dict[str, torch.Tensor]:
     mask_f = scored.to(nll.dtype)
     weighted = torch.where(scored, nll * weights, torch.zeros_like(nll))
     scored_nll = torch.where(scored, nll, torch.zeros_like(nll))
+    loss = weighted.sum() / mask_f.sum().clamp_min(1.0)
+    if module.training and module.visible_weight > 0 and inf["mask"] is not None:
+        # the visible entries: measured, not masked; their mean NLL, unweighted
+        visible = ~inf["mask"].expand_as(x)
+        if measured is not None:
+            visible = visible & measured.expand_as(x)
+        visible_nll = torch.where(visible, nll, torch.zeros_like(nll)).sum() / visible.sum()
+        loss = loss + module.visible_weight * visible_nll
     return {
-        "loss": weighted.sum() / mask_f.sum().clamp_min(1.0),
+        "loss": loss,
         "reconstruction_loss": scored_nll.sum(1) / mask_f.sum(1).clamp_min(1.0),
         "masked_fraction": mask_f.mean(),
         "scored_nll_sum": scored_nll.sum(),
@@ -120,6 +129,34 @@ def test_training_loss_equals_the_dense_computation(mode, unmeasured, curriculum
         assert inf["mask"] is not None
         out = _assert_loss_equals_reference(module, tensors, inf, gen)
         assert out.extra_metrics["scored_entries"] > 0
+
+
+@pytest.mark.parametrize("unmeasured", ["none", "panel"])
+@pytest.mark.parametrize("mode", ["columns", "exact"])
+def test_visible_entries_add_their_weighted_mean_nll(mode, unmeasured, device_rules):
+    module = _module(mode, curriculum=mode == "columns", visible_weight=1.5)
+    x = _counts(unmeasured)
+    tensors, inf, gen = _forward(module, x)
+    out = _assert_loss_equals_reference(module, tensors, inf, gen)
+    without = module.loss(tensors, inf, gen).loss - 1.5 * out.extra_metrics["visible_nll"]
+    paper = _module(mode, curriculum=mode == "columns")
+    paper.load_state_dict(module.state_dict())
+    assert "visible_nll" not in paper.loss(tensors, inf, gen).extra_metrics
+    torch.testing.assert_close(paper.loss(tensors, inf, gen).loss, without)
+    assert out.extra_metrics["visible_nll"] > 0
+    # outside training (validation masks) the loss is the masked entries' alone
+    module.eval()
+    tensors, inf, gen = _forward(module, x, masking="validation")
+    assert "visible_nll" not in module.loss(tensors, inf, gen).extra_metrics
+    _assert_loss_equals_reference(module, tensors, inf, gen)
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_visible_weight_must_be_a_finite_number_at_least_zero(weight):
+    with pytest.raises(ValueError, match="visible_weight"):
+        _module("columns", curriculum=False, visible_weight=weight)
+    with pytest.raises(TypeError, match="visible_weight"):
+        _module("columns", curriculum=False, visible_weight="1")
 
 
 @pytest.mark.parametrize("masking", ["validation", "none"])

@@ -56,6 +56,11 @@ DEFAULT_WEIGHTS = {
     "mmd": 0.03,
     "variational": 1.0,
 }
+#: the MMD's weight when ``batch_correction_weight`` is not given and the loss also scores the
+#: visible genes (``visible_weight > 0``, the model's default): that loss is about twice the
+#: masked genes' alone. On the Baron pancreas (3 seeds, visible_weight 1) 0.03 / 0.1 gave scIB
+#: batch 0.768 / 0.834, total 0.719 / 0.748, the same Leiden ARI (0.506 / 0.507) and probe
+MMD_WEIGHT_WITH_VISIBLE = 0.1
 #: kernel widths of the MMD, as multiples of the mini-batch's mean squared distance
 MMD_BANDWIDTHS = (0.25, 1.0, 4.0)
 
@@ -213,3 +218,13 @@ def batch_mmd(
     valid = ((count > 0) & (rest > 0)).to(z.dtype)
     mmd = (k_aa + k_bb - 2 * k_ab) * valid
     return mmd.sum() / valid.sum().clamp_min(1)
+
+
+def check_visible_weight(visible_weight) -> float:
+    """Validate the weight of the visible entries' likelihood: a finite number >= 0."""
+    if isinstance(visible_weight, bool) or not isinstance(visible_weight, int | float):
+        raise TypeError(f"`visible_weight` must be a number, got {type(visible_weight).__name__}.")
+    weight = float(visible_weight)
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"`visible_weight` must be a finite number >= 0, got {visible_weight!r}.")
+    return weight

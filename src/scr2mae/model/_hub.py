@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextvars import ContextVar
 from importlib.metadata import version
 
 import numpy as np
@@ -34,6 +35,11 @@ def reference_sample(model, n_cells: int, seed: int = 0) -> AnnData:
         var=pd.DataFrame(index=adata.var_names.copy()),
         layers={} if layer is None else {layer: counts},
     )
+
+
+#: set while :meth:`HubMixin.load` rebuilds a saved model: an option the saved model lacks
+#: (it predates the option) takes the value of the version that saved it, not today's default
+LOADING: ContextVar[bool] = ContextVar("scr2mae_loading", default=False)
 
 
 def _masking_text(model) -> str:
@@ -120,6 +126,8 @@ def write_hub_files(
         "## Model and masking",
         "",
         f"- masking: {_masking_text(model)}",
+        f"- loss: masked genes' NB likelihood + {kw.get('visible_weight', 0.0):g} × the visible "
+        f"genes'; batch correction `{kw['batch_correction']}`",
         f"- widths: n_hidden {kw['n_hidden']}, n_latent {kw['n_latent']}, encoder layers "
         f"{kw['n_layers']}, decoder layers {kw['n_layers_decoder']}, dropout "
         f"{kw['dropout_rate']}, encoder input `{kw['input_transform']}`",
@@ -204,4 +212,8 @@ class HubMixin:
         with warnings.catch_warnings():
             # the genes are compared exactly, with a clear error, in setup_anndata
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
-            return super().load(dir_path, adata=adata, **kwargs)
+            token = LOADING.set(True)
+            try:
+                return super().load(dir_path, adata=adata, **kwargs)
+            finally:
+                LOADING.reset(token)

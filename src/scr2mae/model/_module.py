@@ -24,7 +24,12 @@ from ..masking import (
     hashed_mask,
     resolve_masking,
 )
-from ._batch_correction import BatchClassifier, batch_mmd, check_batch_correction
+from ._batch_correction import (
+    BatchClassifier,
+    batch_mmd,
+    check_batch_correction,
+    check_visible_weight,
+)
 
 __all__ = ["VALIDATION_RATIOS", "MaskedNLL", "R2MAEModule"]
 
@@ -97,7 +102,8 @@ class R2MAEModule(BaseModuleClass):
     latent code, the log library size and the covariates, and gives negative-binomial means
     (softmax × library size) with one inverse dispersion per gene. The loss is the mean NB
     negative log-likelihood (:class:`scvi.distributions.NegativeBinomial`) over the masked,
-    measured entries.
+    measured entries, plus ``visible_weight`` × the mean over the visible, measured entries
+    (0 here: the paper's loss).
 
     **Unmeasured genes.** An entry that is ``False`` in the mini-batch's ``"measured"`` mask (a
     prepared query's gene panels; absent when every gene was measured), or NaN in the counts, is
@@ -131,6 +137,9 @@ class R2MAEModule(BaseModuleClass):
         As in :class:`~scr2mae.R2MAEModel`.
     mask_mode, input_transform, batch_correction, batch_correction_weight
         As in :class:`~scr2mae.R2MAEModel`.
+    visible_weight
+        Weight of the visible entries' NB likelihood in the training loss (see :meth:`loss`);
+        0 here, the paper's objective. :class:`~scr2mae.R2MAEModel` passes its own default.
     """
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
@@ -159,6 +168,7 @@ class R2MAEModule(BaseModuleClass):
         input_transform: str = "log1p",
         batch_correction: str = "none",
         batch_correction_weight: float | None = None,
+        visible_weight: float = 0.0,
     ):
         super().__init__()
         batch_correction, batch_correction_weight = check_batch_correction(
@@ -171,6 +181,7 @@ class R2MAEModule(BaseModuleClass):
             )
         self.batch_correction = batch_correction
         self.batch_correction_weight = batch_correction_weight
+        self.visible_weight = check_visible_weight(visible_weight)
         if input_transform not in ("log1p", "log1p_cp10k"):
             raise ValueError(
                 f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
@@ -636,7 +647,9 @@ class R2MAEModule(BaseModuleClass):
         ``reconstruction_loss`` is each cell's mean NLL over its scored entries (what
         :meth:`~scr2mae.R2MAEModel.get_reconstruction_error` reports); ``extra_metrics`` carry
         the sum of the unweighted NLL over the scored entries and their number, from which the
-        training plan logs ``masked_nll_{train,validation}`` per masked entry. With
+        training plan logs ``masked_nll_{train,validation}`` per masked entry. While training
+        with ``visible_weight > 0``, ``visible_weight`` × the mean NLL of the visible (measured,
+        not masked) entries (:meth:`visible_nll`) is added, and reported as ``visible_nll``. With
         ``batch_correction`` ``"adversarial"``, ``"mmd"`` or ``"variational"``, the term
         (:meth:`batch_correction_loss`) is added to the optimised loss and reported as
         ``batch_correction_loss``.
@@ -658,6 +671,10 @@ class R2MAEModule(BaseModuleClass):
             "scored_nll_sum": scored_nll.sum().detach(),
             "scored_entries": n_scored.detach(),
         }
+        visible = self.visible_nll(inference_outputs, generative_outputs)
+        if visible is not None:
+            loss = loss + self.visible_weight * visible
+            extra["visible_nll"] = visible.detach()
         batch_term = self.batch_correction_loss(inference_outputs)
         if batch_term is not None:
             if self.batch_correction == "variational":
@@ -673,6 +690,44 @@ class R2MAEModule(BaseModuleClass):
             n_obs_minibatch=n_cells,
             extra_metrics=extra,
         )
+
+    def visible_nll(self, inference_outputs: dict, generative_outputs: dict) -> torch.Tensor | None:
+        """Mean NB NLL over the visible entries of a training mini-batch, or ``None``.
+
+        The visible entries are the measured ones the training mask left to the encoder: what
+        an autoencoder without masking reconstructs. ``None`` outside training, with
+        ``visible_weight=0`` (the paper's objective: masked entries only), or when nothing was
+        masked. With a mask of gene columns on the CPU, the likelihood is evaluated on the
+        visible columns only.
+        """
+        mask = inference_outputs.get("mask")
+        if not self.training or self.visible_weight == 0 or mask is None:
+            return None
+        x = inference_outputs["x"]
+        measured = inference_outputs.get("measured")
+        if self._known_complete(measured):
+            measured = None
+        px_rate = generative_outputs["px_rate"]
+        theta = generative_outputs["px_r"]
+        visible = ~mask
+        columns = self._scored_columns(inference_outputs)
+        if columns is not None and columns[1] is None:
+            # a column mask read on the host: keep the columns it left visible
+            index = visible[0].nonzero().squeeze(1)
+            x, px_rate, theta = (t.index_select(-1, index) for t in (x, px_rate, theta))
+            visible = None
+            if measured is not None:
+                measured = measured.index_select(-1, index)
+        if measured is not None:
+            visible = measured if visible is None else visible & measured
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            sparse = self._reads_are_free(x.device)
+            nll = _nb_nll(x.float(), px_rate.float(), theta.float(), sparse_counts=sparse)
+        if visible is None:
+            return nll.mean() if nll.numel() else nll.sum()
+        visible = visible.expand(nll.shape)
+        total = torch.where(visible, nll, torch.zeros_like(nll)).sum()
+        return total / visible.sum(dtype=nll.dtype).clamp_min(1.0)
 
     def batch_correction_loss(self, inference_outputs: dict) -> torch.Tensor | None:
         """The weighted batch term on the latent code, or ``None`` when there is none.
