@@ -20,7 +20,7 @@ def test_throughput_benchmark_times_every_mode_and_writes_the_figure(capsys, tmp
             str(tmp_path),
         ]
     )
-    assert set(table["mode"]) == {"fast", "scvi_loader", "scVI", "floor", "on_disk"}
+    assert set(table["mode"]) == {"fast", "paper_loss", "scvi_loader", "scVI", "floor", "on_disk"}
     assert all(r > 0 and math.isfinite(r) for r in table["cells_per_s"])
     assert (table["peak_rss_gb"] > table["csr_gb"]).all()
     assert (tmp_path / "throughput.png").stat().st_size > 0
@@ -30,6 +30,7 @@ def test_throughput_benchmark_times_every_mode_and_writes_the_figure(capsys, tmp
     rates = table.set_index("mode")["cells_per_s"]
     assert wide["fast/floor"].iloc[0] == rates["fast"] / rates["floor"]
     assert wide["fast/scVI"].iloc[0] == rates["fast"] / rates["scVI"]
+    assert wide["fast/paper_loss"].iloc[0] == rates["fast"] / rates["paper_loss"]
     out = capsys.readouterr().out
     assert "fast/floor" in out and "fast/scVI" in out and "peak resident memory" in out
 

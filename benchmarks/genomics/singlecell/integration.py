@@ -14,8 +14,8 @@ types; ``--resolutions`` adds other resolutions beside it). Embeddings:
 * R2MAE with each ``batch_correction`` (``none``, ``decoder_only``, ``adversarial``,
   ``mmd``, ``variational``) at the model's default loss (masked and visible genes), the paper's
   objective (``"R2MAE paper"``: ``none``, masked genes only; ``"R2MAE mmd masked only"``),
-  fixed-ratio MAE (mask ratio 0.25), R2MAE + Harmony on its latent; ``--variants adversarial:0.3 variational:0.5`` adds options at other
-  weights;
+  fixed-ratio MAE (mask ratio 0.25), R2MAE + Harmony on its latent; ``--variants
+  adversarial:0.3 variational:0.5`` adds options at other weights;
 * scVI at its defaults and at R2MAE's widths;
 * Harmony on PCA (``scanpy.external.pp.harmony_integrate``) and log-normalised PCA;
 * ``--transforms std l2 whiten`` adds each learned embedding after a post-hoc transform of the
