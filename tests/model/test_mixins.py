@@ -45,7 +45,12 @@ def test_differential_expression_finds_the_planted_genes(trained):
     assert list(trained.adata.obs.columns) == obs_before  # nothing written to the user's obs
     called = set(de.index[de["is_de_fdr_0.05"]])
     planted = {f"G{i}" for i in PLANTED}
-    assert len(called & planted) >= 3  # recall (4 of 6 measured at 5 % hidden genes)
+    # every planted gene ranks above every unchanged one (over DE sampling seeds 0-5 the
+    # planted genes' smallest P(DE) was 0.895-0.909, the unchanged genes' largest 0.876-0.882);
+    # how many of them clear the 5 % FDR moves with the sampling (1-5 of 6 over those seeds)
+    unchanged = de.drop(index=sorted(planted))
+    assert de.loc[sorted(planted), "proba_de"].min() > unchanged["proba_de"].max()
+    assert called & planted  # recall
     assert len(called - planted) <= 2  # false discoveries among the 54 unchanged genes
     assert (de.loc[sorted(planted), "lfc_mean"] > 0.5).all()  # log2 of the 2.8-fold change: 1.5
     np.testing.assert_allclose(
