@@ -106,16 +106,7 @@ def check_batch_correction(batch_correction, batch_correction_weight) -> tuple[s
         return batch_correction, None
     if batch_correction_weight is None:
         return batch_correction, DEFAULT_WEIGHTS[batch_correction]
-    if isinstance(batch_correction_weight, bool) or not isinstance(
-        batch_correction_weight, int | float
-    ):
-        raise TypeError(
-            "`batch_correction_weight` must be a number or None, "
-            f"got {type(batch_correction_weight).__name__}."
-        )
-    weight = float(batch_correction_weight)
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"`batch_correction_weight` must be a finite number >= 0, got {weight!r}.")
+    weight = _check_weight("batch_correction_weight", batch_correction_weight, "a number or None")
     if batch_correction in ("none", "decoder_only") and weight != 0:
         raise ValueError(
             f"`batch_correction={batch_correction!r}` has no extra loss term to weight; "
@@ -220,11 +211,16 @@ def batch_mmd(
     return mmd.sum() / valid.sum().clamp_min(1)
 
 
+def _check_weight(name: str, value, expected: str = "a number") -> float:
+    """``value`` as a float, or a clear error: a number (not a bool), finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__}.")
+    weight = float(value)
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {weight!r}.")
+    return weight
+
+
 def check_visible_weight(visible_weight) -> float:
     """Validate the weight of the visible entries' likelihood: a finite number >= 0."""
-    if isinstance(visible_weight, bool) or not isinstance(visible_weight, int | float):
-        raise TypeError(f"`visible_weight` must be a number, got {type(visible_weight).__name__}.")
-    weight = float(visible_weight)
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"`visible_weight` must be a finite number >= 0, got {visible_weight!r}.")
-    return weight
+    return _check_weight("visible_weight", visible_weight)

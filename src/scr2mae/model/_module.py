@@ -563,6 +563,8 @@ class R2MAEModule(BaseModuleClass):
         mask = inference_outputs.get("mask")
         if mask is None or mask.dim() != 2 or mask.shape[0] == 0:
             return None
+        if self._scores_visible(mask):
+            return None  # the visible columns are scored too: every column is needed
         if mask.shape[0] > 1 and mask.stride(0) != 0:
             return None
         columns = mask[0]
@@ -585,7 +587,8 @@ class R2MAEModule(BaseModuleClass):
 
         The scored entries are the masked *and* measured ones (all measured ones when nothing
         was masked). With a mask of gene columns (the default training masks) the likelihood is
-        evaluated on the masked columns only; with any other mask, on every entry. The weights
+        evaluated on the masked columns only, unless the training loss scores the visible
+        entries too (``visible_weight > 0``); otherwise, on every entry. The weights
         are ``None`` (ones), except while training with a curriculum, where they are the column
         of the Sinkhorn weight matrix selected by the mini-batch's masking ratio. The
         likelihood is evaluated in float32 even under mixed precision (``lgamma``).
@@ -649,7 +652,7 @@ class R2MAEModule(BaseModuleClass):
         the sum of the unweighted NLL over the scored entries and their number, from which the
         training plan logs ``masked_nll_{train,validation}`` per masked entry. While training
         with ``visible_weight > 0``, ``visible_weight`` × the mean NLL of the visible (measured,
-        not masked) entries (:meth:`visible_nll`) is added, and reported as ``visible_nll``. With
+        not masked) entries is added, and reported as ``visible_nll``. With
         ``batch_correction`` ``"adversarial"``, ``"mmd"`` or ``"variational"``, the term
         (:meth:`batch_correction_loss`) is added to the optimised loss and reported as
         ``batch_correction_loss``.
@@ -671,10 +674,18 @@ class R2MAEModule(BaseModuleClass):
             "scored_nll_sum": scored_nll.sum().detach(),
             "scored_entries": n_scored.detach(),
         }
-        visible = self.visible_nll(inference_outputs, generative_outputs)
-        if visible is not None:
-            loss = loss + self.visible_weight * visible
-            extra["visible_nll"] = visible.detach()
+        mask = inference_outputs.get("mask")
+        if self._scores_visible(mask):
+            # the NLL covers every column here (see `_scored_columns`); the visible entries
+            # are the measured ones the mask left to the encoder
+            visible = ~mask.expand(nll.shape)
+            measured = inference_outputs.get("measured")
+            if not self._known_complete(measured):
+                visible = visible & measured
+            visible_nll = torch.where(visible, nll, torch.zeros_like(nll)).sum()
+            visible_nll = visible_nll / visible.sum(dtype=nll.dtype).clamp_min(1.0)
+            loss = loss + self.visible_weight * visible_nll
+            extra["visible_nll"] = visible_nll.detach()
         batch_term = self.batch_correction_loss(inference_outputs)
         if batch_term is not None:
             if self.batch_correction == "variational":
@@ -691,43 +702,10 @@ class R2MAEModule(BaseModuleClass):
             extra_metrics=extra,
         )
 
-    def visible_nll(self, inference_outputs: dict, generative_outputs: dict) -> torch.Tensor | None:
-        """Mean NB NLL over the visible entries of a training mini-batch, or ``None``.
-
-        The visible entries are the measured ones the training mask left to the encoder: what
-        an autoencoder without masking reconstructs. ``None`` outside training, with
-        ``visible_weight=0`` (the paper's objective: masked entries only), or when nothing was
-        masked. With a mask of gene columns on the CPU, the likelihood is evaluated on the
-        visible columns only.
-        """
-        mask = inference_outputs.get("mask")
-        if not self.training or self.visible_weight == 0 or mask is None:
-            return None
-        x = inference_outputs["x"]
-        measured = inference_outputs.get("measured")
-        if self._known_complete(measured):
-            measured = None
-        px_rate = generative_outputs["px_rate"]
-        theta = generative_outputs["px_r"]
-        visible = ~mask
-        columns = self._scored_columns(inference_outputs)
-        if columns is not None and columns[1] is None:
-            # a column mask read on the host: keep the columns it left visible
-            index = visible[0].nonzero().squeeze(1)
-            x, px_rate, theta = (t.index_select(-1, index) for t in (x, px_rate, theta))
-            visible = None
-            if measured is not None:
-                measured = measured.index_select(-1, index)
-        if measured is not None:
-            visible = measured if visible is None else visible & measured
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            sparse = self._reads_are_free(x.device)
-            nll = _nb_nll(x.float(), px_rate.float(), theta.float(), sparse_counts=sparse)
-        if visible is None:
-            return nll.mean() if nll.numel() else nll.sum()
-        visible = visible.expand(nll.shape)
-        total = torch.where(visible, nll, torch.zeros_like(nll)).sum()
-        return total / visible.sum(dtype=nll.dtype).clamp_min(1.0)
+    def _scores_visible(self, mask: torch.Tensor | None) -> bool:
+        """Whether the training loss also scores the visible entries (``visible_weight > 0``,
+        training, a mask drawn): the likelihood is then evaluated on every column once."""
+        return self.training and self.visible_weight > 0 and mask is not None
 
     def batch_correction_loss(self, inference_outputs: dict) -> torch.Tensor | None:
         """The weighted batch term on the latent code, or ``None`` when there is none.
