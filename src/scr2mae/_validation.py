@@ -3,7 +3,6 @@ AnnData is registered or any training starts)."""
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -12,28 +11,13 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .masking._checks import check_int as check_int
+
 _CHUNK_ROWS = 10_000
 
 #: ``.obs`` column written by :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`: the number of
 #: model genes measured in each cell.
 N_MEASURED_KEY = "scr2mae_n_measured_genes"
-
-
-def check_int(name: str, value, minimum: int = 1, *, allow_none: bool = False) -> int | None:
-    """Return ``value`` as ``int`` (``None`` passes when ``allow_none``).
-
-    Raises
-    ------
-    ValueError
-        Naming the argument, when ``value`` is not a whole number (booleans excluded) of at
-        least ``minimum``.
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        none = " or None" if allow_none else ""
-        raise ValueError(f"`{name}` must be an integer >= {minimum}{none}, got {value!r}.")
-    return int(value)
 
 
 def _matrix(adata: AnnData, layer: str | None):

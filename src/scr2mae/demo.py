@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._validation import check_int
+
 __all__ = ["main", "paired_difference", "run_demo", "verdict_line"]
 
 R2MAE = "R2MAE, ratio ~ U(0.1, 0.5)"
@@ -105,11 +107,12 @@ def verdict_line(
 
 
 def _check_args(max_epochs, seeds, n_cells) -> tuple[int, ...]:
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
+    check_int("max_epochs", max_epochs)
     seeds = tuple(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) for s in seeds):
+    if not seeds:
         raise ValueError(f"`seeds` must be a non-empty sequence of integers, got {seeds!r}.")
+    for seed in seeds:
+        check_int("seeds", seed, minimum=0)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` must not repeat a seed, got {seeds!r}.")
     if n_cells is not None and (not isinstance(n_cells, int) or n_cells < 50):

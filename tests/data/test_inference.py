@@ -173,7 +173,7 @@ def test_category_field_registers_as_scvi_tools_does(kind):
     from scvi.data import AnnDataManager
     from scvi.data.fields import CategoricalObsField
 
-    from scr2mae.model._query import CategoryField
+    from scr2mae.data._fields import CategoryField
 
     def make(values):
         ad = AnnData(X=sparse.csr_matrix(np.ones((len(values), 3), dtype=np.float32)))

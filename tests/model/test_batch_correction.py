@@ -7,7 +7,8 @@ from sklearn.model_selection import cross_val_score
 
 from scr2mae import R2MAEModel
 from scr2mae.data import synthetic_donor_counts
-from scr2mae.model._batch_correction import AUTO_BATCH_CORRECTION, BatchClassifier, batch_mmd
+from scr2mae.model._batch_correction import BatchClassifier, batch_mmd
+from scr2mae.model._config import AUTO_BATCH_CORRECTION
 
 SMALL = {"n_hidden": 32, "n_latent": 8}
 FIT = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False}

@@ -81,7 +81,7 @@ def test_panel_names_encode_their_masks_and_bad_names_are_errors():
 
 
 def test_memory_grows_with_measured_entries_only(reference, cells, monkeypatch):
-    from scr2mae.model import _query
+    from scr2mae.data import _alignment as _query
 
     part = cells[:, ::-1][:, :25].copy()  # genes 39..15, in reverse
     monkeypatch.setattr(_query, "_RENUMBER_SLICE", 7)  # renumbered 7 entries at a time
@@ -190,7 +190,7 @@ def test_genes_no_panel_measured_are_not_genes_without_counts(reference, cells):
 
 # ------------------------------------------------------------------ every path reads them
 def test_differential_expression_raw_columns_count_measuring_cells_only(reference, two_panels):
-    from scr2mae.model._query import raw_counts_properties
+    from scr2mae.model._de import raw_counts_properties
 
     reference.get_latent_representation(two_panels)  # registers it
     manager = reference.get_anndata_manager(two_panels)

@@ -96,7 +96,7 @@ def test_epoch_metrics_are_weighted_means_of_the_steps(adata):
     mask, _ = hashed_mask(x, ratios)
     with torch.no_grad():
         inf = module.inference(x, batch_index=batch, mask=mask)
-        gen = module.generative(**module._get_generative_input({}, inf))
+        gen = module.generative(**module._get_generative_input({"batch": batch}, inf))
         nll = -gen["px"].log_prob(x)
     expected = float(nll[mask].sum() / mask.sum())
     np.testing.assert_allclose(history["masked_nll_validation"].iloc[-1, 0], expected, rtol=1e-5)

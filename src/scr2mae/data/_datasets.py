@@ -7,6 +7,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._validation import check_int
 from ._preprocess import log_normalize
 
 __all__ = ["pbmc68k_batches", "pbmc68k_counts"]
@@ -70,8 +71,7 @@ def pbmc68k_batches(n_batches: int = 4, capture_sd: float = 0.5, seed: int = 0) 
     ``.layers["counts"]``, ``log1p`` of their counts per 10^4 in ``.X``, and the batch in
     ``.obs["batch"]`` (categories ``batch_0``, ``batch_1``, ...).
     """
-    if isinstance(n_batches, bool) or not isinstance(n_batches, int | np.integer) or n_batches < 2:
-        raise ValueError(f"`n_batches` must be an integer >= 2, got {n_batches!r}.")
+    check_int("n_batches", n_batches, minimum=2)
     if not np.isfinite(capture_sd) or capture_sd < 0:
         raise ValueError(f"`capture_sd` must be a finite number >= 0, got {capture_sd!r}.")
     adata = pbmc68k_counts()

@@ -18,7 +18,7 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 
-from .._validation import check_count_rows
+from .._validation import check_count_rows, check_int
 from ._inmemory import CellTensors, _move
 from ._ondisk import _RowReader, is_on_disk
 from ._panels import MEASURED_KEY, panel_layout
@@ -161,8 +161,7 @@ def inference_batches(
         Device of the returned tensors.
     """
     batch_size = settings.batch_size if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     n_obs = adata_manager.adata.n_obs
     if indices is None:
         indices = np.arange(n_obs)

@@ -19,6 +19,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 from scvi.dataloaders._data_splitting import validate_data_split
 
+from .._validation import check_int
 from ._panels import MEASURED_KEY, PanelLayout, panel_layout
 
 __all__ = ["CellTensors", "InMemoryDataModule"]
@@ -359,8 +360,7 @@ class InMemoryDataModule(LightningDataModule):
         device: torch.device | str = "auto",
     ):
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
+        check_int("batch_size", batch_size, minimum=2)
         self.adata_manager = adata_manager
         self.batch_size = batch_size
         self.seed = settings.seed if seed is None else seed

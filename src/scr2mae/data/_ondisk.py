@@ -22,6 +22,7 @@ from anndata import AnnData
 from lightning.pytorch import LightningDataModule
 from scvi import REGISTRY_KEYS, settings
 
+from .._validation import check_int
 from ._inmemory import CellTensors, split_cells
 from ._panels import PanelLayout, panel_layout
 
@@ -266,8 +267,7 @@ class OnDiskDataModule(LightningDataModule):
             ("chunk_size", chunk_size, 1),
             ("buffer_chunks", buffer_chunks, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+            check_int(name, value, minimum)
         self.adata_manager = adata_manager
         self.read_rows = _RowReader(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         self.n_obs = adata_manager.adata.n_obs

@@ -146,10 +146,11 @@ def _read_layout(adata: AnnData) -> PanelLayout | None:
 
 
 def panel_layout(adata_or_manager) -> PanelLayout | None:
-    """The gene panels of an AnnData (or of the AnnData of an ``AnnDataManager``).
+    """The gene panels of an AnnData or of the AnnData of an ``AnnDataManager``.
 
     Returns ``None`` when every cell measured every gene (no panel column, or only complete
-    panels), so that complete data never carry a mask.
+    panels), so that complete data never carry a mask. A manager's panels are decoded once and
+    kept on the manager (an AnnData is registered again when its panels change).
 
     Raises
     ------
@@ -157,11 +158,13 @@ def panel_layout(adata_or_manager) -> PanelLayout | None:
         For a panel column with missing values or names that do not encode a mask of the
         AnnData's genes.
     """
-    adata = getattr(adata_or_manager, "adata", adata_or_manager)
-    layout = _read_layout(adata)
-    if layout is None or layout.complete:
-        return None
-    return layout
+    if isinstance(adata_or_manager, AnnData):
+        layout = _read_layout(adata_or_manager)
+        return None if layout is None or layout.complete else layout
+    manager = adata_or_manager
+    if "panel_layout" not in vars(manager):
+        manager.panel_layout = panel_layout(manager.adata)
+    return manager.panel_layout
 
 
 def measured_genes(adata: AnnData) -> pd.DataFrame:
@@ -228,7 +231,7 @@ class PanelField(BaseAnnDataField):
         return {}
 
     def validate_field(self, adata: AnnData) -> None:
-        _read_layout(adata)
+        """Nothing: :meth:`register_field` decodes, and so checks, the panels once."""
 
     def register_field(self, adata: AnnData) -> dict:
         layout = panel_layout(adata)

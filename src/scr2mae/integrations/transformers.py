@@ -21,6 +21,8 @@ import torch
 
 from scr2mae.masking import RatioSchedule, get_masking
 
+from .._validation import check_int
+
 __all__ = ["MaskingStepCallback", "R2MAEDataCollator"]
 
 try:  # transformers is optional for the library; the callback needs it
@@ -137,17 +139,8 @@ class R2MAEDataCollator:
                 "`mask_replace_prob` + `random_replace_prob` must not exceed 1, got "
                 f"{self.mask_replace_prob} + {self.random_replace_prob}."
             )
-        if pad_to_multiple_of is not None and (
-            isinstance(pad_to_multiple_of, bool)
-            or not isinstance(pad_to_multiple_of, int)
-            or pad_to_multiple_of < 1
-        ):
-            raise ValueError(
-                "`pad_to_multiple_of` must be a positive integer or None, "
-                f"got {pad_to_multiple_of!r}."
-            )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"`seed` must be an integer or None, got {type(seed).__name__}.")
+        check_int("pad_to_multiple_of", pad_to_multiple_of, allow_none=True)
+        check_int("seed", seed, minimum=None, allow_none=True)
         self.tokenizer = tokenizer
         self.schedule = sched
         self.ratio_per = ratio_per
@@ -166,9 +159,7 @@ class R2MAEDataCollator:
 
     @step.setter
     def step(self, value: int) -> None:
-        if isinstance(value, bool) or int(value) != value or value < 0:
-            raise ValueError(f"`step` must be a non-negative integer, got {value!r}.")
-        self._step.fill_(int(value))
+        self._step.fill_(check_int("step", value, minimum=0))
 
     def set_total_steps(self, total_steps: int) -> None:
         """Fill the training length into a step-dependent schedule that left it open."""

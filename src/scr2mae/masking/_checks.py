@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
 
 
-def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Return ``value`` as ``int``; ``TypeError`` unless whole, ``ValueError`` below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be at least {minimum}, got {value}.")
+class NotAnIntegerError(TypeError, ValueError):
+    """A value that must be a whole number is not one (a ``TypeError`` and a ``ValueError``)."""
+
+
+def check_int(
+    name: str, value: Any, minimum: int | None = 1, *, allow_none: bool = False
+) -> int | None:
+    """``value`` as an ``int`` of at least ``minimum`` (``None``: any; a ``None`` value passes
+    when ``allow_none``): the one integer check of the package. Booleans are not integers."""
+    if value is None and allow_none:
+        return None
+    bound = "" if minimum is None else f" >= {minimum}"
+    message = (
+        f"`{name}` must be an integer{bound}{' or None' if allow_none else ''}, got {value!r}."
+    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise NotAnIntegerError(message)
+    if minimum is not None and value < minimum:
+        raise ValueError(message)
     return int(value)
 
 
 def _check_steps(name: str, value: int | None) -> int | None:
     """A positive number of steps, or ``None`` (left open)."""
-    return None if value is None else _check_int(name, value, minimum=1)
+    return None if value is None else check_int(name, value)
 
 
 def _check_ratio(name: str, value: float, *, allow_one: bool = False) -> float:

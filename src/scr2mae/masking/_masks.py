@@ -313,5 +313,30 @@ class Masker:
             index = None if index is None else index.expand(n_rows)
         return MaskDraw(mask, ratio, index)
 
+    def validation_ratios(self, n: int = 5) -> torch.Tensor:
+        """``n`` fixed ratios spanning the schedule's range, kept within [0.05, 0.95]."""
+        low, high = self.schedule.bounds()
+        return torch.linspace(max(low, 0.05), min(high, 0.95), n)
+
+    def validation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed validation mask of each row of ``x`` and its ratio: :func:`hashed_mask` at
+        :meth:`validation_ratios`, so a row hides the same entries in every mini-batch."""
+        return hashed_mask(x, self.validation_ratios())
+
+    def sample(
+        self,
+        n_samples: int,
+        n_rows: int,
+        n_cols: int,
+        ratios: tuple[float, float] | None = None,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor:
+        """``(n_samples, n_rows, n_cols)`` masks, one per row and sample, each hiding an exact
+        count at a ratio drawn uniformly from ``ratios`` (default: the schedule's range)."""
+        low, high = ratios or self.schedule.bounds()
+        rows = n_samples * n_rows
+        ratio = low + (high - low) * torch.rand(rows, device=device)
+        return exact_count_mask(rows, n_cols, ratio).view(n_samples, n_rows, n_cols)
+
     def __repr__(self) -> str:
         return f"Masker({self.schedule!r}, mode={self.mode!r}, ratio_per={self.ratio_per!r})"

@@ -12,7 +12,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ._checks import _check_finite, _check_int, _step_tensor
+from ._checks import _check_finite, _step_tensor, check_int
 from ._schedules import _ParameterObject
 
 __all__ = [
@@ -96,7 +96,7 @@ class GradientMultiplierSchedule(_ParameterObject):
     warmup_steps: int
 
     def __init__(self, warmup_steps: int = 5000):
-        self._set(warmup_steps=_check_int("warmup_steps", warmup_steps, minimum=0))
+        self._set(warmup_steps=check_int("warmup_steps", warmup_steps, minimum=0))
 
     def value(self, step: torch.Tensor) -> torch.Tensor:
         """Coefficient after warm-up at ``step`` (a float32 0-d tensor); see subclasses."""
@@ -185,8 +185,8 @@ class LinearMultiplier(GradientMultiplierSchedule):
         self._set(
             start=_check_finite("start", start),
             end=_check_finite("end", end),
-            start_step=_check_int("start_step", start_step, minimum=0),
-            end_step=_check_int("end_step", end_step, minimum=0),
+            start_step=check_int("start_step", start_step, minimum=0),
+            end_step=check_int("end_step", end_step, minimum=0),
         )
         if self.end_step <= self.start_step:
             raise ValueError(

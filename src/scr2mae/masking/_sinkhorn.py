@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._checks import _check_int
+from ._checks import check_int
 
 __all__ = ["DEFAULT_SINKHORN_ITERS", "sinkhorn"]
 
@@ -81,7 +81,7 @@ def sinkhorn(
             f"`matrix` must have shape (..., G, K) with at least 2 dimensions, "
             f"got shape {tuple(matrix.shape)}."
         )
-    n_iters = _check_int("n_iters", n_iters)
+    n_iters = check_int("n_iters", n_iters)
     n_rows, n_cols = matrix.shape[-2], matrix.shape[-1]
     if n_rows == 0 or n_cols == 0:
         raise ValueError(f"`matrix` must have G >= 1 and K >= 1, got shape {tuple(matrix.shape)}.")

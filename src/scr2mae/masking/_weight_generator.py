@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import _check_int
+from ._checks import check_int
 from ._sinkhorn import DEFAULT_SINKHORN_ITERS, _normalise_columns_log, sinkhorn
 
 __all__ = ["CurriculumWeightGenerator", "feature_statistics"]
@@ -150,12 +150,12 @@ class CurriculumWeightGenerator(nn.Module):
         detach_inputs: bool = True,
     ):
         super().__init__()
-        self.n_columns = _check_int("n_columns", n_columns)
+        self.n_columns = check_int("n_columns", n_columns)
         if input_kind not in _INPUT_KINDS:
             raise ValueError(f"`input_kind` must be one of {_INPUT_KINDS}, got {input_kind!r}.")
         self.input_kind = input_kind
         if n_features is not None:
-            n_features = _check_int("n_features", n_features)
+            n_features = check_int("n_features", n_features)
         if input_kind == "counts":
             if n_features is None:
                 raise ValueError("`input_kind='counts'` needs `n_features` (the number of genes).")
@@ -170,7 +170,7 @@ class CurriculumWeightGenerator(nn.Module):
                 raise ValueError(
                     "`input_kind='features'` needs `n_inputs` (the input width per feature)."
                 )
-            base_inputs = _check_int("n_inputs", n_inputs)
+            base_inputs = check_int("n_inputs", n_inputs)
         if count_transform not in _COUNT_TRANSFORMS:
             raise ValueError(
                 f"`count_transform` must be one of {_COUNT_TRANSFORMS}, got {count_transform!r}."
@@ -179,14 +179,12 @@ class CurriculumWeightGenerator(nn.Module):
         self.n_inputs = base_inputs
         self.count_transform = count_transform
         self.detach_inputs = bool(detach_inputs)
-        self.n_sinkhorn_iters = _check_int("n_sinkhorn_iters", n_sinkhorn_iters)
+        self.n_sinkhorn_iters = check_int("n_sinkhorn_iters", n_sinkhorn_iters)
         positive_offset = float(positive_offset)
         if not (math.isfinite(positive_offset) and positive_offset > 0.0):
             raise ValueError(f"`positive_offset` must be a positive number, got {positive_offset}.")
         self.positive_offset = positive_offset
-        feature_embedding_dim = _check_int(
-            "feature_embedding_dim", feature_embedding_dim, minimum=0
-        )
+        feature_embedding_dim = check_int("feature_embedding_dim", feature_embedding_dim, minimum=0)
         if n_features is not None and feature_embedding_dim > 0:
             self.feature_embedding = nn.Parameter(torch.randn(n_features, feature_embedding_dim))
         else:
@@ -194,7 +192,7 @@ class CurriculumWeightGenerator(nn.Module):
         widths = [
             base_inputs + (feature_embedding_dim if self.feature_embedding is not None else 0)
         ]
-        widths += [_check_int("hidden_dims", h) for h in hidden_dims]
+        widths += [check_int("hidden_dims", h) for h in hidden_dims]
         layers: list[nn.Module] = []
         for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), nn.ReLU()]

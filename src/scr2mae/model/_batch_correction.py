@@ -27,107 +27,17 @@ from torch.nn import functional as F
 
 from ..masking import multiply_gradient
 
-__all__ = [
-    "AUTO_BATCH_CORRECTION",
-    "BATCH_CORRECTIONS",
-    "BatchClassifier",
-    "batch_mmd",
-    "check_batch_correction",
-    "resolve_batch_correction",
-]
+__all__ = ["MMD_BANDWIDTHS", "BatchClassifier", "batch_mmd"]
 
-#: accepted values of ``batch_correction``
-BATCH_CORRECTIONS = ("none", "decoder_only", "adversarial", "mmd", "variational")
-#: what ``batch_correction="auto"`` (the default) resolves to with two or more batches; with
-#: one batch it resolves to ``"none"``. Chosen on the scIB total of the integration benchmark
-#: (Baron mouse pancreas, pbmc68k with simulated batches, synthetic donors; docs/benchmarks.md)
-AUTO_BATCH_CORRECTION = "mmd"
-#: weight of the extra loss term when ``batch_correction_weight`` is not given
-# measured on synthetic donors (4 donors x 100 cells, 200 genes, 60 epochs; plain model: donor
-# probe 0.94, cell-type probe 0.73): MMD weights 0.03 / 0.1 / 0.3 gave donor 0.53 / 0.49 / 0.28
-# and cell type 0.81 / 0.68 / 0.21 (0.3 collapses the code); adversarial weights 0.1 / 0.3 / 1
-# gave donor 0.79 / 0.97 / 1.0 and cell type 0.76 / 0.63 / 0.29 (a strong adversary destabilises)
-# variational: 1 makes the loss the ELBO of the masked genes; on the Baron pancreas 0.3 mixed the
-# batches less (scIB batch 0.713 against 0.757) for the same bio conservation (0.736 against 0.730)
-DEFAULT_WEIGHTS = {
-    "none": 0.0,
-    "decoder_only": 0.0,
-    "adversarial": 0.1,
-    "mmd": 0.03,
-    "variational": 1.0,
-}
-#: the MMD's weight when ``batch_correction_weight`` is not given and the loss also scores the
-#: visible genes (``visible_weight > 0``, the model's default): that loss is about twice the
-#: masked genes' alone. On the Baron pancreas (3 seeds, visible_weight 1) 0.03 / 0.1 gave scIB
-#: batch 0.768 / 0.834, total 0.719 / 0.748, the same Leiden ARI (0.506 / 0.507) and probe
-MMD_WEIGHT_WITH_VISIBLE = 0.1
 #: kernel widths of the MMD, as multiples of the mini-batch's mean squared distance
 MMD_BANDWIDTHS = (0.25, 1.0, 4.0)
 
 
-def check_batch_correction(batch_correction, batch_correction_weight) -> tuple[str, float]:
-    """Validate the option and return it with its (default-filled) weight.
-
-    Parameters
-    ----------
-    batch_correction
-        ``"auto"`` or one of :data:`BATCH_CORRECTIONS`.
-    batch_correction_weight
-        Weight of the extra loss term, a finite number >= 0, or ``None`` for the option's
-        default (0.1 for ``"adversarial"``, 0.03 for ``"mmd"``, 1 for ``"variational"``, 0
-        otherwise). Must be ``None`` with ``"auto"``.
-
-    Returns
-    -------
-    ``(batch_correction, weight)``; the weight is ``None`` for ``"auto"`` (resolve the option
-    with :func:`resolve_batch_correction`, then check it again).
-
-    Raises
-    ------
-    ValueError
-        For an unknown option, a negative or non-finite weight, or a non-zero weight with an
-        option that has no extra loss term.
-    """
-    if not isinstance(batch_correction, str) or batch_correction not in (
-        "auto",
-        *BATCH_CORRECTIONS,
-    ):
-        raise ValueError(
-            "`batch_correction` must be 'auto' or one of "
-            f"{', '.join(map(repr, BATCH_CORRECTIONS))}, got {batch_correction!r}."
-        )
-    if batch_correction == "auto":
-        if batch_correction_weight is not None:
-            raise ValueError(
-                "`batch_correction='auto'` chooses the option and its weight from the data; "
-                "name the option (e.g. `batch_correction='mmd'`) to set "
-                "`batch_correction_weight`."
-            )
-        return batch_correction, None
-    if batch_correction_weight is None:
-        return batch_correction, DEFAULT_WEIGHTS[batch_correction]
-    weight = _check_weight("batch_correction_weight", batch_correction_weight, "a number or None")
-    if batch_correction in ("none", "decoder_only") and weight != 0:
-        raise ValueError(
-            f"`batch_correction={batch_correction!r}` has no extra loss term to weight; "
-            "use 'adversarial', 'mmd' or 'variational', or leave `batch_correction_weight` at None."
-        )
-    return batch_correction, weight
-
-
-def resolve_batch_correction(batch_correction: str, n_batch: int) -> str:
-    """The option ``batch_correction="auto"`` stands for on data with ``n_batch`` batches.
-
-    :data:`AUTO_BATCH_CORRECTION` with two or more batches, ``"none"`` with one; any other
-    option is returned as it is.
-    """
-    if batch_correction != "auto":
-        return batch_correction
-    return AUTO_BATCH_CORRECTION if n_batch >= 2 else "none"
-
-
 class BatchClassifier(nn.Module):
     """Small MLP predicting the batch from the latent code (the adversary).
+
+    The package's own rather than :class:`scvi.module.Classifier`, which adds batch norm and
+    dropout: saved adversarial models keep their weights' names and keep loading.
 
     The output layer is stored as a ``(n_hidden, n_batch)`` matrix with a ``(n_batch,)`` bias,
     so that scArches' surgery in :meth:`~scr2mae.R2MAEModel.load_query_data`, which appends
@@ -209,18 +119,3 @@ def batch_mmd(
     valid = ((count > 0) & (rest > 0)).to(z.dtype)
     mmd = (k_aa + k_bb - 2 * k_ab) * valid
     return mmd.sum() / valid.sum().clamp_min(1)
-
-
-def _check_weight(name: str, value, expected: str = "a number") -> float:
-    """``value`` as a float, or a clear error: a number (not a bool), finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__}.")
-    weight = float(value)
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {weight!r}.")
-    return weight
-
-
-def check_visible_weight(visible_weight) -> float:
-    """Validate the weight of the visible entries' likelihood: a finite number >= 0."""
-    return _check_weight("visible_weight", visible_weight)

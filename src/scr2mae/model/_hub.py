@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 import warnings
-from contextvars import ContextVar
 from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
+
+from .._validation import check_int
+from ._config import LEGACY_OPTIONS
 
 __all__ = ["HubMixin", "reference_sample", "write_hub_files"]
 
@@ -35,11 +39,6 @@ def reference_sample(model, n_cells: int, seed: int = 0) -> AnnData:
         var=pd.DataFrame(index=adata.var_names.copy()),
         layers={} if layer is None else {layer: counts},
     )
-
-
-#: set while :meth:`HubMixin.load` rebuilds a saved model: an option the saved model lacks
-#: (it predates the option) takes the value of the version that saved it, not today's default
-LOADING: ContextVar[bool] = ContextVar("scr2mae_loading", default=False)
 
 
 def _masking_text(model) -> str:
@@ -80,9 +79,7 @@ def write_hub_files(
 
     registry = model.registry_
     setup = registry["setup_args"]
-    genes = np.asarray(
-        registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
-    ).astype(str)
+    genes = np.asarray(model.get_var_names()).astype(str)
     from scvi.hub import HubMetadata
 
     metadata = HubMetadata(
@@ -180,10 +177,7 @@ class HubMixin:
         reference. ``training_data`` (text or URL) and ``metrics`` (name → value) go into the
         card; other arguments are :meth:`scvi.model.base.BaseModelClass.save`'s.
         """
-        if isinstance(reference_cells, bool) or not isinstance(reference_cells, int):
-            raise TypeError(f"`reference_cells` must be an integer, got {reference_cells!r}.")
-        if reference_cells < 0:
-            raise ValueError(f"`reference_cells` must be >= 0, got {reference_cells}.")
+        check_int("reference_cells", reference_cells, minimum=0)
         super().save(dir_path, prefix, overwrite, save_anndata, **kwargs)
         if prefix:
             return
@@ -207,13 +201,37 @@ class HubMixin:
 
         ``adata`` must have the model's genes in its order (else a clear error; align it with
         :meth:`prepare_query_anndata`); ``None`` loads the AnnData saved with the model and
-        ``False`` loads none.
+        ``False`` loads none. A model saved before an option existed gets the value it was
+        trained with (:data:`~scr2mae.model._config.LEGACY_OPTIONS`), not today's default.
         """
         with warnings.catch_warnings():
             # the genes are compared exactly, with a clear error, in setup_anndata
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
-            token = LOADING.set(True)
-            try:
-                return super().load(dir_path, adata=adata, **kwargs)
-            finally:
-                LOADING.reset(token)
+            model = super().load(dir_path, adata=adata, **kwargs)
+        saved = _saved_init_params(dir_path, kwargs.get("prefix"))
+        missing = {k: v for k, v in LEGACY_OPTIONS.items() if k not in saved}
+        if missing:
+            model._complete_options(missing)
+        return model
+
+
+class _ArgumentsOnly(pickle.Unpickler):
+    """Unpickles a saved model's attributes without its tensors (torch objects become None)."""
+
+    def find_class(self, module: str, name: str):
+        if module.split(".")[0] == "torch":
+            return lambda *args, **kwargs: None
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _saved_init_params(dir_path: str, prefix: str | None) -> dict:
+    """The arguments a saved model was built with, read from the pickle of its ``model.pt``
+    alone (the weights are not read a second time)."""
+    with zipfile.ZipFile(os.path.join(dir_path, f"{prefix or ''}model.pt")) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        with archive.open(name) as file:
+            params = _ArgumentsOnly(file).load()["attr_dict"]["init_params_"]
+    return {**params.get("non_kwargs", {}), **params.get("kwargs", {}).get("masking_params", {})}

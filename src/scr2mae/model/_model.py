@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, NumericalJointObsField
+from scvi.data.fields import CategoricalJointObsField, LayerField, NumericalJointObsField
 from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
@@ -21,31 +20,19 @@ from scvi.model.base import (
     UnsupervisedTrainingMixin,
     VAEMixin,
 )
-from scvi.model.base._de_core import _de_core
 
-from .._validation import check_count_matrix, check_obs_keys
+from .._validation import check_count_matrix, check_int, check_obs_keys
+from ..data._alignment import compare_var_names, gene_identifier_columns
+from ..data._fields import CategoryField
 from ..data._panels import PanelField, panel_layout
 from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
-from ..masking import Curriculum, RatioSchedule, resolve_masking
-from ._batch_correction import (
-    MMD_WEIGHT_WITH_VISIBLE,
-    check_batch_correction,
-    check_visible_weight,
-    resolve_batch_correction,
-)
-from ._hub import LOADING, HubMixin
+from ..masking import RatioSchedule
+from ._config import resolve_options
+from ._de import DifferentialExpressionMixin
+from ._hub import HubMixin
 from ._module import R2MAEModule
-from ._query import (
-    CategoryField,
-    CountsField,
-    QueryMixin,
-    compare_var_names,
-    gene_identifier_columns,
-    is_sample_checked,
-    raw_counts_properties,
-    registry_var_names,
-)
-from ._surgery import category_counts
+from ._query import QueryMixin
+from ._surgery import n_cats_per_cov
 from ._training_plan import VALIDATION_METRIC, R2MAETrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -63,14 +50,10 @@ def default_max_epochs(n_obs: int) -> int:
     return int(min(400, max(1, round(20000 / n_obs * 400)), max(30, round(140_000 / n_obs))))
 
 
-#: default weight of the visible genes' likelihood in the training loss (``visible_weight``);
-#: chosen on Leiden clusters in the scanpy workflow, see the clustering benchmark
-VISIBLE_WEIGHT = 1.0
-
-
 class R2MAEModel(
     QueryMixin,
     HubMixin,
+    DifferentialExpressionMixin,
     RNASeqMixin,
     VAEMixin,
     ArchesMixin,
@@ -161,67 +144,73 @@ class R2MAEModel(
         visible_weight: float | None = None,
         **masking_params: Any,
     ):
-        check_batch_correction(batch_correction, batch_correction_weight)
-        if visible_weight is None:
-            # a saved model without the option trained with the masked genes alone
-            visible_weight = 0.0 if LOADING.get() else VISIBLE_WEIGHT
-        visible_weight = check_visible_weight(visible_weight)
         super().__init__(adata, registry)
-        # "auto" is saved as what it resolved to, so that a reloaded model or a query model
-        # built from this one keeps the reference's option whatever its own batches
-        batch_correction = resolve_batch_correction(
-            batch_correction, self.summary_stats.get("n_batch", 1)
+        options = resolve_options(
+            self.summary_stats.n_vars,
+            self.summary_stats.get("n_batch", 1),
+            mask_strategy=mask_strategy,
+            masking_params=masking_params,
+            batch_correction=batch_correction,
+            batch_correction_weight=batch_correction_weight,
+            visible_weight=visible_weight,
         )
-        batch_correction, resolved_weight = check_batch_correction(
-            batch_correction, batch_correction_weight
-        )
-        if batch_correction == "mmd" and batch_correction_weight is None and visible_weight > 0:
-            resolved_weight = MMD_WEIGHT_WITH_VISIBLE
-        masking = resolve_masking(
-            mask_strategy, n_features=self.summary_stats.n_vars, **masking_params
-        )
-        # a curriculum is rebuilt by the module from its name and parameters
-        curriculum = (
-            (mask_strategy, dict(masking_params)) if isinstance(masking, Curriculum) else None
-        )
-        schedule = masking.ratios if curriculum else masking
+        # the resolved values are what the model saves (`init_params_` reads these locals), so
+        # that a reloaded model or a query model keeps the reference's options
+        batch_correction, visible_weight = options.batch_correction, options.visible_weight
         self._module_kwargs = {
             "n_hidden": n_hidden,
             "n_latent": n_latent,
             "n_layers": n_layers,
             "n_layers_decoder": n_layers_decoder,
             "dropout_rate": dropout_rate,
-            "mask_strategy": schedule,
+            "mask_strategy": options.mask_strategy,
             "mask_mode": mask_mode,
-            "curriculum": curriculum,
+            "curriculum": options.curriculum,
             "input_transform": input_transform,
             "batch_correction": batch_correction,
-            "batch_correction_weight": resolved_weight,
+            "batch_correction_weight": options.batch_correction_weight,
             "visible_weight": visible_weight,
         }
+        weight = options.batch_correction_weight
+        masking = f"{mask_strategy}" if options.curriculum else f"{options.mask_strategy!r}"
         self._model_summary_string = (
             f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "
             f"n_layers_decoder: {n_layers_decoder}, dropout_rate: {dropout_rate}, "
-            f"masking: {mask_strategy if curriculum else schedule!r} ({mask_mode}), "
-            f"batch_correction: {batch_correction}"
-            + (f" (weight {resolved_weight:g})" if resolved_weight else "")
+            f"masking: {masking} ({mask_mode}), batch_correction: {batch_correction}"
+            + (f" (weight {weight:g})" if weight else "")
             + f", visible_weight: {visible_weight:g}."
         )
-        if self._module_init_on_train:
-            self.module = None
-        else:
-            n_cats = category_counts(self.registry)[1:]
+        self.module = None
+        if not self._module_init_on_train:
             self.module = self._module_cls(
                 n_input=self.summary_stats.n_vars,
                 n_batch=self.summary_stats.n_batch,
                 n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
-                n_cats_per_cov=tuple(n_cats) or None,
+                n_cats_per_cov=n_cats_per_cov(self.registry_) or None,
                 **self._module_kwargs,
             )
         # other identifiers of the genes (e.g. Ensembl IDs) that a query may be matched on
         self.gene_identifiers_ = gene_identifier_columns(adata.var) if adata is not None else {}
         self.is_query_model_ = False
         self.init_params_ = self._get_init_params(locals())
+
+    def _complete_options(self, missing: dict[str, Any]) -> None:
+        """Give a loaded model the options its file predates (see :meth:`load`)."""
+        self.init_params_["non_kwargs"].update(missing)
+        params = {**self.init_params_["non_kwargs"], **self.init_params_["kwargs"]}
+        options = resolve_options(
+            self.summary_stats.n_vars,
+            self.summary_stats.get("n_batch", 1),
+            mask_strategy=params["mask_strategy"],
+            masking_params=params.get("masking_params"),
+            batch_correction=params["batch_correction"],
+            batch_correction_weight=params["batch_correction_weight"],
+            visible_weight=params["visible_weight"],
+        )
+        self.module.visible_weight = options.visible_weight
+        self.module.batch_correction_weight = options.batch_correction_weight
+        self._module_kwargs["visible_weight"] = options.visible_weight
+        self._module_kwargs["batch_correction_weight"] = options.batch_correction_weight
 
     # ------------------------------------------------------------------ data
     @classmethod
@@ -258,41 +247,52 @@ class R2MAEModel(
             For a missing layer or column, NaN (see :meth:`prepare_query_anndata`), inf, negative or
             log-normalised values, or empty cells. Genes without counts are accepted.
         """
+        cls._register_fields(adata, cls._get_setup_method_args(**locals()), **kwargs)
+
+    @classmethod
+    def _register_fields(
+        cls, adata: AnnData, setup_method_args: dict, check_counts: bool = True, **kwargs
+    ) -> None:
+        """:meth:`setup_anndata` given its recorded arguments; ``check_counts=False`` where a
+        sample of the counts was checked instead (a model loaded without an AnnData)."""
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        kwargs.pop("layout", None)  # saved as a setup argument by earlier versions
+        args = setup_method_args["setup_args"]
         if kwargs.get("source_registry") is not None:
             # a saved model or a query: the genes must be the model's, in its order
-            compare_var_names(
-                registry_var_names(kwargs["source_registry"]), np.asarray(adata.var_names)
-            )
-        check_obs_keys(
-            adata,
-            batch_key=batch_key,
-            labels_key=labels_key,
-            categorical_covariate_keys=categorical_covariate_keys,
-            continuous_covariate_keys=continuous_covariate_keys,
-        )
+            genes = kwargs["source_registry"]["field_registries"][REGISTRY_KEYS.X_KEY]
+            genes = np.asarray(genes["state_registry"]["column_names"]).astype(str)
+            compare_var_names(genes, np.asarray(adata.var_names))
+        check_obs_keys(adata, **{k: v for k, v in args.items() if k != "layer"})
         layout = panel_layout(adata)
-        if not is_sample_checked(adata):
-            check_count_matrix(
-                adata,
-                layer,
-                where="setup_anndata",
-                measured_genes=None if layout is None else layout.measured_anywhere,
-            )
-        setup_method_args = cls._get_setup_method_args(**locals())
+        if check_counts:
+            measured = None if layout is None else layout.measured_anywhere
+            check_count_matrix(adata, args["layer"], where="setup_anndata", measured_genes=measured)
         anndata_fields = [
-            CountsField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoryField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoryField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
-            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
-            # the gene panels of a prepared query (genes not measured in some cells)
-            PanelField(),
+            # `check_count_matrix` accepts ambient-corrected counts with one warning; the
+            # sampled integer check of scvi-tools' count field would warn again
+            LayerField(REGISTRY_KEYS.X_KEY, args["layer"], is_count_data=False),
+            CategoryField(REGISTRY_KEYS.BATCH_KEY, args["batch_key"]),
+            CategoryField(REGISTRY_KEYS.LABELS_KEY, args["labels_key"]),
+            CategoricalJointObsField(
+                REGISTRY_KEYS.CAT_COVS_KEY, args["categorical_covariate_keys"]
+            ),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, args["continuous_covariate_keys"]),
+            PanelField(),  # the gene panels of a prepared query
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
+        adata_manager.panel_layout = layout  # decoded once per manager (see `panel_layout`)
         cls.register_manager(adata_manager)
+
+    def _register_sampled(self, adata: AnnData) -> None:
+        """Register ``adata`` as the model was set up, with a sampled count check done."""
+        args = {k: v for k, v in self.registry_["setup_args"].items() if k != "layout"}
+        method_args = self._get_setup_method_args(cls=type(self), adata=adata, **args)
+        self._register_fields(
+            adata, method_args, check_counts=False, source_registry=self.registry_
+        )
 
     # ------------------------------------------------------------------ training
     def train(
@@ -331,10 +331,8 @@ class R2MAEModel(
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and Lightning
             (``accelerator``, ``devices``, ``precision``, ``datamodule``, …).
         """
-        if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
-            raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
-        if not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"`batch_size` must be an integer >= 2, got {batch_size!r}.")
+        check_int("max_epochs", max_epochs, allow_none=True)
+        check_int("batch_size", batch_size, minimum=2)
         if data_loader not in ("auto", "in_memory", "on_disk", "scvi"):
             raise ValueError(
                 "`data_loader` must be 'auto', 'in_memory', 'on_disk' or 'scvi', "
@@ -348,7 +346,7 @@ class R2MAEModel(
         datamodule = kwargs.pop("datamodule", None)
         if datamodule is not None and data_loader != "auto":
             raise ValueError("give either `datamodule` or `data_loader`, not both.")
-        has_panels = self.adata is not None and panel_layout(self.adata) is not None
+        has_panels = self.adata is not None and panel_layout(self.adata_manager) is not None
         if data_loader == "scvi" and has_panels:
             raise ValueError(
                 "data_loader='scvi' cannot carry the genes some cells did not measure (panels "
@@ -375,8 +373,6 @@ class R2MAEModel(
             plan_kwargs=plan,
             **kwargs,
         )
-        # the schedule resolved by the training plan (its length) is the model's from now on
-        self._module_kwargs["mask_strategy"] = self.module.masker.schedule
         if made_here and hasattr(datamodule, "tensors"):
             datamodule.tensors = None  # the trainer keeps the data module; free its tensors
         return out
@@ -439,8 +435,8 @@ class R2MAEModel(
         did not measure are imputed. A ``gene_list`` name that is not a model gene is an error.
         """
         if gene_list is not None:
-            genes = registry_var_names(self.registry_)
-            unknown = [g for g in np.atleast_1d(gene_list) if g not in set(genes)]
+            genes = set(np.asarray(self.get_var_names()).astype(str))
+            unknown = [g for g in np.atleast_1d(gene_list) if g not in genes]
             if unknown:
                 raise ValueError(f"`gene_list`: {unknown[:3]} are not genes of the model.")
         return super().get_normalized_expression(
@@ -461,40 +457,6 @@ class R2MAEModel(
     def get_elbo(self, *args, **kwargs) -> float:
         """:meth:`scvi.model.base.VAEMixin.get_elbo` at the validation masks (see above)."""
         return super().get_elbo(*args, inference_kwargs={"masking": "validation"}, **kwargs)
-
-    def differential_expression(
-        self,
-        adata: AnnData | None = None,
-        groupby: str | None = None,
-        group1: list[str] | None = None,
-        group2: str | None = None,
-        idx1: Sequence[int] | Sequence[bool] | str | None = None,
-        idx2: Sequence[int] | Sequence[bool] | str | None = None,
-        mode: Literal["vanilla", "change"] = "vanilla",
-        delta: float = 0.25,
-        batch_size: int | None = None,
-        all_stats: bool = True,
-        batch_correction: bool = False,
-        batchid1: list[str] | None = None,
-        batchid2: list[str] | None = None,
-        fdr_target: float = 0.05,
-        silent: bool = False,
-        **kwargs,
-    ) -> pd.DataFrame:
-        """Differential expression, as :meth:`scvi.model.base.RNASeqMixin.differential_expression`.
-
-        The same arguments and computation (scvi-tools' ``_de_core``, uniform weights); the
-        raw-count columns (means, non-zero fractions, normalised means) skip the genes a query
-        cell did not measure, and nothing is written to ``adata``. Sampling ``n_samples > 1``
-        per cell hides random gene sets at the training ratios (see the class notes).
-        ``**kwargs`` go to :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors`.
-        """
-        adata = self._validate_anndata(adata)
-        model_fn = partial(self.get_normalized_expression, return_numpy=True, batch_size=batch_size)
-        args = (groupby, group1, group2, idx1, idx2, all_stats, raw_counts_properties)
-        args += (adata.var_names, mode, batchid1, batchid2, delta, batch_correction)
-        manager = self.get_anndata_manager(adata, required=True)
-        return _de_core(manager, model_fn, None, *args, fdr_target, silent, **kwargs)
 
     @torch.inference_mode()
     def get_reconstruction_score(

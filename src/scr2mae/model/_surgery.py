@@ -6,15 +6,13 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.nn import FCLayers
 
-__all__ = ["align_first_layers", "category_counts"]
+__all__ = ["align_first_layers", "n_cats_per_cov"]
 
 
-def category_counts(registry: dict) -> list[int]:
-    """Categories of the batch, then of each extra categorical covariate, in a registry."""
-    fields = registry["field_registries"]
-    n_batch = len(fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"])
-    cats = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-    return [n_batch, *cats.get("n_cats_per_key", [])]
+def n_cats_per_cov(registry: dict) -> tuple[int, ...]:
+    """Categories of each extra categorical covariate, from a registry (as ``SCVI`` reads them)."""
+    state = registry["field_registries"].get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry")
+    return tuple((state or {}).get("n_cats_per_key", ()))
 
 
 def _columns(n_in: int, n_cont: int, n_cat_list: list[int], reference: list[int]):

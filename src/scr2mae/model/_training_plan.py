@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from scvi.train import TrainingPlan
+from torchmetrics import MeanMetric
 
 __all__ = ["PAPER_OPTIMIZER", "VALIDATION_METRIC", "R2MAETrainingPlan"]
 
@@ -45,11 +46,11 @@ class R2MAETrainingPlan(TrainingPlan):
       one of five ratios spanning the schedule's range), and ``masked_nll_validation`` is the
       mean NB negative log-likelihood per masked entry. Early stopping and the learning-rate
       plateau (``lr_scheduler_metric``) monitor it (:data:`VALIDATION_METRIC`).
-    * **Metrics cost no host synchronisation per step.** They are summed in device tensors
-      each step and logged once per epoch: ``train_loss``, ``masked_nll_train`` (per masked
-      entry, at the drawn masks), ``masked_fraction_train``, ``batch_correction_loss_train``
-      and their ``validation`` counterparts; with ``on_step=True`` the step loss is logged
-      every ``log_every_n_steps`` steps (a Lightning trainer argument of ``train()``).
+    * **Epoch metrics, no host read per step** (:meth:`compute_and_log_metrics`):
+      ``train_loss``, ``masked_nll_train`` (per masked entry, at the drawn masks),
+      ``masked_fraction_train``, ``visible_nll_train``, ``batch_correction_loss_train`` and
+      their ``validation`` counterparts; with ``on_step=True`` the step loss is logged every
+      ``log_every_n_steps`` steps (a Lightning trainer argument of ``train()``).
     * **Schedule length from Lightning.** A step-dependent masking schedule without
       ``total_steps`` gets ``trainer.estimated_stepping_batches`` when fitting starts, so it
       ends with training whatever data module, batch size or number of devices is used.
@@ -91,7 +92,9 @@ class R2MAETrainingPlan(TrainingPlan):
             lr_scheduler_metric=lr_scheduler_metric,
             **kwargs,
         )
-        self._sums: dict[str, list] = {}
+        self.masked_nll_metrics = torch.nn.ModuleDict(
+            {f"masked_nll_{m}": MeanMetric(nan_strategy="disable") for m in ("train", "validation")}
+        )
 
     # ------------------------------------------------------------------ schedule
     def on_fit_start(self) -> None:
@@ -102,53 +105,26 @@ class R2MAETrainingPlan(TrainingPlan):
             masker.schedule = masker.schedule.with_total_steps(max(1, total))
 
     # ------------------------------------------------------------------ metrics
-    def _accumulate(self, mode: str, loss_output) -> None:
-        n = float(loss_output.n_obs_minibatch)
+    def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
+        """Log the loss and the scalar extra metrics as epoch means over cells, and the masked
+        NLL per scored entry (a weighted :class:`torchmetrics.MeanMetric`): no host read."""
+        n = loss_output.n_obs_minibatch
+        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self.use_sync_dist}
+        name = "train_loss" if mode == "train" else "validation_loss"
+        self.log(name, loss_output.loss.detach(), **log)
         extras = loss_output.extra_metrics
-        loss = loss_output.loss.detach()
-        if mode not in self._sums:
-            names = [
-                name
-                for name, value in extras.items()
-                if name not in _SUMMED and torch.is_tensor(value) and value.dim() == 0
-            ]
-            # cells (on the host), then device sums: over entries, and per cell
-            self._sums[mode] = [0.0, None, None, names]
-        sums = self._sums[mode]
-        # the loss and every other scalar extra metric (the masked fraction, a batch-correction
-        # term) are averaged over the epoch's cells; the masked NLL is summed over entries, so
-        # the epoch's value is per masked entry. Two stacks and two sums per step.
-        names = sums[3]
-        if not all(name in extras for name in (*names, *_SUMMED)):
-            zero = loss.new_zeros(())
-            extras = {name: extras.get(name, zero) for name in (*names, *_SUMMED)}
-        per_cell = torch.stack([loss, *(extras[name] for name in names)]).float()
-        per_entry = torch.stack([extras[name] for name in _SUMMED]).float()
-        if sums[1] is None:
-            sums[1], sums[2] = per_entry, per_cell * n
-        else:
-            sums[1].add_(per_entry)
-            sums[2].add_(per_cell, alpha=n)
-        sums[0] += n
-
-    def _log_epoch(self, mode: str) -> None:
-        sums = self._sums.pop(mode, None)
-        if sums is None or sums[1] is None:
-            return
-        n = max(sums[0], 1.0)
-        entries, per_cell, names = sums[1], sums[2], sums[3]
-        metrics = {
-            "train_loss" if mode == "train" else "validation_loss": per_cell[0] / n,
-            f"masked_nll_{mode}": entries[0] / entries[1].clamp_min(1.0),
-        }
-        for i, name in enumerate(names):
-            metrics[f"{name}_{mode}"] = per_cell[1 + i] / n
-        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        entries = extras["scored_entries"]
+        mean_nll = extras["scored_nll_sum"] / entries.clamp_min(1.0)
+        self.masked_nll_metrics[f"masked_nll_{mode}"].update(mean_nll, entries)
+        self.log(f"masked_nll_{mode}", self.masked_nll_metrics[f"masked_nll_{mode}"], **log)
+        for key, value in extras.items():
+            if key not in _SUMMED and torch.is_tensor(value) and value.dim() == 0:
+                self.log(f"{key}_{mode}", value.detach(), **log)
 
     def training_step(self, batch, batch_idx):
-        """One optimisation step; metrics are summed on the device."""
+        """One optimisation step."""
         _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
-        self._accumulate("train", loss_output)
+        self.compute_and_log_metrics(loss_output, None, "train")
         if self.on_step and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train_loss_step", loss_output.loss.detach(), on_step=True, on_epoch=False)
         return loss_output.loss
@@ -158,23 +134,13 @@ class R2MAETrainingPlan(TrainingPlan):
         _, _, loss_output = self.forward(
             batch, loss_kwargs=self.loss_kwargs, inference_kwargs={"masking": "validation"}
         )
-        self._accumulate("validation", loss_output)
+        self.compute_and_log_metrics(loss_output, None, "validation")
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps the mode submodules had when fitting started; a module that was
         # put in evaluation mode (a loaded model, a scArches query) must still train with
         # masks, dropout and batch statistics
         self.module.train()
-        self._sums.pop("train", None)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self._sums.pop("validation", None)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("validation")
 
     # ------------------------------------------------------------------ optimiser
     def _optimizer_creator_fn(self, optimizer_cls):
