@@ -46,6 +46,8 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common import output_dir, pyplot, save_figure  # the benchmarks' shared tail
 from _glue import GLUE_TASKS, load_glue_local
 
 SCHEMES = {
@@ -501,8 +503,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = pd.DataFrame(ds_rows).set_index("Method")
     if len(table.columns):
         table["Rank"] = table.rank(axis=0, ascending=False, method="average").mean(axis=1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     mlm.to_csv(out / "roberta_mlm_masked_accuracy.csv")
     table.to_csv(out / "roberta_mlm_downstream.csv")
     md = (
@@ -522,11 +523,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, mlm, ratios) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for scheme, row in mlm.iterrows():
         ax.plot(ratios, [row[f"acc@{r}"] for r in ratios], marker="o", label=scheme)
@@ -534,9 +531,7 @@ def _plot(path, mlm, ratios) -> None:
     ax.set_ylabel("masked-token accuracy (held-out)")
     ax.set_title("RoBERTa MLM schemes")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

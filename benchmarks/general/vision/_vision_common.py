@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from scr2mae.masking import RatioSchedule, exact_count_mask, get_masking
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common import pyplot, save_figure  # the benchmarks' shared tail
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -362,11 +366,7 @@ def pick_device(name: str) -> torch.device:
 
 def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio") -> None:
     """One line per ``hue`` value of ``y`` against ``x``; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for key, sub in frame.groupby(hue, sort=False):
         sub = sub.sort_values(x)
@@ -375,6 +375,4 @@ def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio"
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

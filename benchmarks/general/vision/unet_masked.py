@@ -29,6 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common import output_dir, pyplot, save_figure  # the benchmarks' shared tail
 from _vision_common import (
     load_celeba,
     load_digits_images,
@@ -224,8 +226,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"recon MSE {recon_mse:.4f}, probe {metric} {acc:.3f}"
             )
     table = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     table.to_csv(out / "unet_masked.csv", index=False)
     recon = table.pivot(index="base_channels", columns="mask_ratio", values="recon_mse")
     probe = table.pivot(index="base_channels", columns="mask_ratio", values="probe_accuracy")
@@ -252,11 +253,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, table, data, metric) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for base, sub in table.groupby("base_channels"):
         axes[0].plot(sub.mask_ratio, sub.recon_mse, marker="o", label=f"base {base}")
@@ -267,9 +264,7 @@ def _plot(path, table, data, metric) -> None:
         ax.set_xlabel("masking ratio")
         ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 2B ({data}): U-Net")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
