@@ -58,6 +58,21 @@ SCHEMES = {
     "R2MAE": ("r2mae", {"p_min": 0.15, "p_max": 0.4}),
 }
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+#: the training recipe of the two full sizes (the paper's)
+FULL_RECIPE = dict(
+    vocab=None,
+    max_len=128,
+    epochs=1,
+    batch=128,
+    accum=16,
+    ft_epochs=5,
+    ft_lr=2e-5,
+    ft_seeds=(0, 1, 2),
+    glue_epochs=5,
+    glue_lr=2e-5,
+    max_passages=None,
+    eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
+)
 MODES = {
     "smoke": dict(
         hidden=32,
@@ -97,44 +112,9 @@ MODES = {
         max_passages=None,
         eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
     ),
-    "full-medium": dict(
-        hidden=512,
-        layers=8,
-        heads=8,
-        inter=2048,
-        vocab=None,
-        max_len=128,
-        epochs=1,
-        batch=128,
-        accum=16,
-        lr=7e-4,
-        ft_epochs=5,
-        ft_lr=2e-5,
-        ft_seeds=(0, 1, 2),
-        glue_epochs=5,
-        glue_lr=2e-5,
-        max_passages=None,
-        eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
-    ),
-    "full-base": dict(
-        hidden=768,
-        layers=12,
-        heads=12,
-        inter=3072,
-        vocab=None,
-        max_len=128,
-        epochs=1,
-        batch=128,
-        accum=16,
-        lr=3e-4,
-        ft_epochs=5,
-        ft_lr=2e-5,
-        ft_seeds=(0, 1, 2),
-        glue_epochs=5,
-        glue_lr=2e-5,
-        max_passages=None,
-        eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
-    ),
+    # the full sizes: the paper's recipe at two widths and depths
+    "full-medium": dict(FULL_RECIPE, hidden=512, layers=8, heads=8, inter=2048, lr=7e-4),
+    "full-base": dict(FULL_RECIPE, hidden=768, layers=12, heads=12, inter=3072, lr=3e-4),
 }
 N_TOPICS = 8
 
