@@ -277,6 +277,28 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return ((prediction - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
 
 
+def pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, generator, device):
+    """Masked pretraining of ``model`` on the images ``x``; returns it in eval mode.
+
+    Adam at ``lr``; every epoch a fresh permutation from ``generator``; each mini-batch is
+    moved to ``device`` and scored by ``model.loss(batch, mask_fn(batch))`` (a batch of one
+    image is skipped: batch norm needs two).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            xb = x[perm[i : i + batch_size]].to(device)
+            if len(xb) < 2:
+                continue
+            loss = model.loss(xb, mask_fn(xb))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
 def make_schedule(name: str, total_steps: int) -> RatioSchedule:
     """The vision schemes of appendix C.5 by name (``"fixed_0.75"``, ``"mdlm"``, ...)."""
     if name.startswith("fixed_"):

@@ -36,6 +36,7 @@ from _vision_common import (
     load_mnist,
     masked_mse,
     pixel_mask,
+    pretrain_masked,
     save_line_plot,
     topk_accuracy,
     train_head,
@@ -88,20 +89,11 @@ def pretrain(x, ratio, hidden1, hidden2, epochs, seed, batch_size=128, lr=3e-3, 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = MaskedPixelMLP(x.shape[1], hidden1, hidden2).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            xb = x[perm[i : i + batch_size]].to(device)
-            if len(xb) < 2:  # batch norm needs two rows
-                continue
-            mask = pixel_mask(xb.view(len(xb), 1, 1, -1), ratio, generator=g).view_as(xb)
-            loss = model.loss(xb, mask)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+
+    def mask_fn(xb):
+        return pixel_mask(xb.view(len(xb), 1, 1, -1), ratio, generator=g).view_as(xb)
+
+    return pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
 
 
 @torch.no_grad()

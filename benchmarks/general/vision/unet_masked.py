@@ -37,6 +37,7 @@ from _vision_common import (
     masked_mse,
     pick_device,
     pixel_mask,
+    pretrain_masked,
     train_head,
     train_test_split,
 )
@@ -133,19 +134,11 @@ def probe_head(in_dim: int, n_out: int) -> nn.Module:
 def pretrain(model, x, ratio, epochs, batch_size, lr, seed, device):
     """Masked-pixel pretraining at a fixed ratio."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            xb = x[perm[i : i + batch_size]].to(device)
-            if len(xb) < 2:
-                continue
-            loss = model.loss(xb, pixel_mask(xb, ratio, generator=g).to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+
+    def mask_fn(xb):
+        return pixel_mask(xb, ratio, generator=g).to(device)
+
+    return pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
