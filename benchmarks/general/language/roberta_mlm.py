@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir, pyplot, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _glue import GLUE_TASKS, load_glue_local
 
 SCHEMES = {
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = pd.DataFrame(ds_rows).set_index("Method")
     if len(table.columns):
         table["Rank"] = table.rank(axis=0, ascending=False, method="average").mean(axis=1)
-    out = output_dir(args.out)
+    out = tail.output_dir(args.out)
     mlm.to_csv(out / "roberta_mlm_masked_accuracy.csv")
     table.to_csv(out / "roberta_mlm_downstream.csv")
     md = (
@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, mlm, ratios) -> None:
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for scheme, row in mlm.iterrows():
         ax.plot(ratios, [row[f"acc@{r}"] for r in ratios], marker="o", label=scheme)
@@ -511,7 +511,7 @@ def _plot(path, mlm, ratios) -> None:
     ax.set_ylabel("masked-token accuracy (held-out)")
     ax.set_title("RoBERTa MLM schemes")
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

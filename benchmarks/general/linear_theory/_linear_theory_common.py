@@ -12,7 +12,7 @@ import matplotlib
 from scr2mae.theory import simulate_risk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import mode_name, output_dir  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 matplotlib.use("Agg")
 
@@ -34,8 +34,8 @@ def parse_args(description: str, argv=None, extra=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     args = parser.parse_args(argv)
     args.quick = args.quick or args.smoke
-    args.mode = mode_name(args)
-    output_dir(args.out)
+    args.mode = tail.mode_name(args)
+    tail.output_dir(args.out)
     return args
 
 

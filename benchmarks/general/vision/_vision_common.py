@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from scr2mae.masking import RatioSchedule, exact_count_mask, get_masking
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import pyplot, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -388,7 +388,7 @@ def pick_device(name: str) -> torch.device:
 
 def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio") -> None:
     """One line per ``hue`` value of ``y`` against ``x``; saved as PNG."""
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for key, sub in frame.groupby(hue, sort=False):
         sub = sub.sort_values(x)
@@ -397,4 +397,4 @@ def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio"
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+    tail.save_figure(fig, path)

@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _vision_common import (
     effective_rank,
     load_digits_images,
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         .reset_index()
     )
     table["model"] = table.apply(lambda r: f"{r.regime} {r.hidden1}-{r.hidden2}", axis=1)
-    out = output_dir(args.out)
+    out = tail.output_dir(args.out)
     raw.to_csv(out / "mlp_masked_pixels_runs.csv", index=False)
     table.to_csv(out / "mlp_masked_pixels.csv", index=False)
     summary = summarise(table)

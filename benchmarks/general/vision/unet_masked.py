@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir, pyplot, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _vision_common import (
     load_celeba,
     load_digits_images,
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"recon MSE {recon_mse:.4f}, probe {metric} {acc:.3f}"
             )
     table = pd.DataFrame(rows)
-    out = output_dir(args.out)
+    out = tail.output_dir(args.out)
     table.to_csv(out / "unet_masked.csv", index=False)
     recon = table.pivot(index="base_channels", columns="mask_ratio", values="recon_mse")
     probe = table.pivot(index="base_channels", columns="mask_ratio", values="probe_accuracy")
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, table, data, metric) -> None:
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for base, sub in table.groupby("base_channels"):
         axes[0].plot(sub.mask_ratio, sub.recon_mse, marker="o", label=f"base {base}")
@@ -257,7 +257,7 @@ def _plot(path, table, data, metric) -> None:
         ax.set_xlabel("masking ratio")
         ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 2B ({data}): U-Net")
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

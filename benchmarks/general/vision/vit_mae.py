@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir, pyplot, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _vision_common import (
     ImageFolderDataset,
     exact_count_mask,
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"fine-tune top-1 {100 * ft1:.2f}, linear probe top-1 {100 * lp1:.2f}"
             )
     raw = pd.DataFrame(rows)
-    out = output_dir(args.out)
+    out = tail.output_dir(args.out)
     raw.to_csv(out / "vit_mae_runs.csv", index=False)
     metrics = {
         "finetune_top1": "Fine-tune Top1 Acc.",
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, raw, data) -> None:
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, col, title in (
         (axes[0], "finetune_top1", "fine-tuning"),
@@ -438,7 +438,7 @@ def _plot(path, raw, data) -> None:
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(title)
     fig.suptitle(f"Table 1 ({data}): ViT MAE masking schemes")
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import LIBRARY_LOGGERS, quiet  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 HERE = Path(__file__).parent
 #: name -> (R2MAEModel arguments, train arguments); every candidate reads the batch key
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(args.candidates) - set(CANDIDATES) - {"scvi"})
     if unknown:
         parser.error(f"unknown candidates {unknown}; known: scvi, {', '.join(CANDIDATES)}")
-    quiet((*LIBRARY_LOGGERS, "jax"))
+    tail.quiet((*tail.LIBRARY_LOGGERS, "jax"))
     bench = runpy.run_path(str(HERE / "integration.py"), run_name="integration_benchmark")
     loaders = {
         "baron_mouse": lambda: bench["load_baron_mouse"](Path(args.cache)),

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 METHODS = {
     "R2MAE": "r2mae",
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table.index.name = "method"
     base = table.loc["R2MAE", "epoch_seconds"]
     table["epoch_time_vs_r2mae"] = table["epoch_seconds"] / base
-    out = output_dir(args.out)
+    out = tail.output_dir(args.out)
     table.to_csv(out / "curriculum.csv")
     (out / "curriculum.md").write_text(table.round(3).to_markdown() + "\n")
     print(table.round(3).to_markdown())

@@ -72,16 +72,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import (  # the command-line, table and figure tail of the benchmarks
-    mode_name,
-    mode_parser,
-    output_dir,
-    pyplot,
-    quiet,
-    save_figure,
-    set_threads,
-    write_results,
-)
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 GROUP_KEY = "group"
 GROUP1, GROUP2 = "treated", "control"
@@ -526,7 +517,7 @@ def summary_table(results: pd.DataFrame, design: str) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, path: Path) -> None:
     """Recall against FDP per design and mode (mean over seeds, bars: sd)."""
-    plt = pyplot()
+    plt = tail.pyplot()
     designs = list(dict.fromkeys(results["design"]))
     fig, axes = plt.subplots(len(designs), 2, figsize=(10, 4 * len(designs)), squeeze=False)
     markers = dict(zip(METHODS, "os^vDPX", strict=False))
@@ -554,12 +545,12 @@ def plot(results: pd.DataFrame, path: Path) -> None:
             ax.set_title(f"{design}: {mode} mode (Wilcoxon: adj. p)", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; print and write its tables; return the results and the truth."""
-    parser = mode_parser(
+    parser = tail.mode_parser(
         __doc__.splitlines()[0],
         quick="1 seed, 50 epochs (minutes)",
         smoke="tiny configuration for tests",
@@ -572,7 +563,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--progress-bar", action="store_true")
     args = parser.parse_args(argv)
-    name = mode_name(args)
+    name = tail.mode_name(args)
     config = dict(CONFIGS[name])
     designs = args.designs or config["designs"]
     unknown = set(designs) - set(DESIGNS)
@@ -584,10 +575,10 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         if args.epochs < 1:
             parser.error("--epochs must be at least 1")
         config["epochs"] = args.epochs
-    out = output_dir(args.out or f"results/de_planted/{name}")
+    out = tail.output_dir(args.out or f"results/de_planted/{name}")
 
-    quiet(scvi=True)
-    set_threads(args.threads)
+    tail.quiet(scvi=True)
+    tail.set_threads(args.threads)
 
     start = time.perf_counter()
     seeds = [args.seed + i for i in range(args.n_seeds or config["n_seeds"])]
@@ -628,7 +619,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
             "",
             summary_table(results, design).to_markdown(index=False),
         ]
-    write_results(
+    tail.write_results(
         out,
         {"de_planted": results, "truth": truth},
         "\n".join(lines),

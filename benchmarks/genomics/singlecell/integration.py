@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import LIBRARY_LOGGERS, pyplot, quiet, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 BARON_WHEEL = "came==0.1.13"
 BARON_MEMBER = "raw-Baron_mouse.h5ad"
@@ -360,7 +360,7 @@ def leiden_table(adata, keys: list[str], resolutions=(0.5, 1.0, 1.5)) -> pd.Data
 
 def plot(table: pd.DataFrame, title: str, path: Path) -> None:
     """Bio conservation against batch correction, one point per embedding."""
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for name, row in table.iterrows():
         marker = "o" if name.startswith(("R2MAE", "MAE")) else "s"
@@ -376,7 +376,7 @@ def plot(table: pd.DataFrame, title: str, path: Path) -> None:
     ax.set_ylabel("scIB bio conservation")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    save_figure(fig, path, dpi=150)
+    tail.save_figure(fig, path, dpi=150)
 
 
 def variant_name(option: str, weight: float) -> str:
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         if getattr(args, key) is None:
             setattr(args, key, value)
     datasets = args.datasets or (["baron_mouse", "synthetic"] if args.quick else list(DATASETS))
-    quiet((*LIBRARY_LOGGERS, "jax", "harmonypy"))
+    tail.quiet((*tail.LIBRARY_LOGGERS, "jax", "harmonypy"))
     return {name: run_dataset(name, args) for name in datasets}
 
 

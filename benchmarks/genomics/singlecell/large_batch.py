@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir, pyplot, quiet, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 RULES = {
     "constant": lambda b: 1e-3,
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/genomics/singlecell/results/large_batch")
     args = parser.parse_args(argv)
-    quiet()
+    tail.quiet()
     import scvi
     import torch
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True
             )
     table = pd.DataFrame(rows)
-    out = output_dir(args.out)
+    out = tail.output_dir(args.out)
     table.to_csv(out / "large_batch.csv", index=False)
     _figure(table, out / "large_batch.png")
     print(
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _figure(table: pd.DataFrame, path: Path) -> None:
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for rule, part in table.groupby("rule"):
         base = table[table["batch_size"] == 128]
@@ -136,7 +136,7 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
             ax.set_ylabel(column.replace("_", " "))
     axes[0].legend(title="lr rule")
     fig.suptitle("R2MAEModel: large batches at equal epochs")
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

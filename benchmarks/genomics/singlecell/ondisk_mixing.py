@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir, pyplot, quiet, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 #: the on-disk chunking before block shuffling with small chunks (rows per chunk, chunks per buffer)
 OLD_CHUNKING = (1024, 16)
@@ -197,7 +197,7 @@ def run(args) -> pd.DataFrame:
 
 
 def figure(table: pd.DataFrame, path: Path, n_donors: int) -> None:
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.arange(0.5, n_donors + 1.5)
     for name, donors in table.attrs["donors"].items():
@@ -206,7 +206,7 @@ def figure(table: pd.DataFrame, path: Path, n_donors: int) -> None:
     ax.set_ylabel("share of mini-batches")
     ax.set_title("Mini-batches drawn from a file sorted by donor")
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.sweep = list(SWEEP_CHUNKS) if full else []
     if args.batch_size < 2 or args.epochs < 1:
         raise ValueError("`--batch-size` must be >= 2 and `--epochs` >= 1.")
-    quiet()
-    out = output_dir(args.out)
+    tail.quiet()
+    out = tail.output_dir(args.out)
     print(
         f"{args.donors} donors x {args.cells_per_donor} cells, sorted by donor, {args.genes} genes "
         f"({args.density:.0%} non-zero), mini-batches of {args.batch_size}, {args.epochs} epoch(s)",

@@ -41,16 +41,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import (  # the command-line, table and figure tail of the benchmarks
-    mode_name,
-    mode_parser,
-    output_dir,
-    pyplot,
-    quiet,
-    save_figure,
-    set_threads,
-    write_results,
-)
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from integration import load_baron_mouse, prepare  # the Baron loader, shared
 
 RATIOS = (0.1, 0.2, 0.3, 0.5, 0.7)
@@ -322,7 +313,7 @@ def _pm(mean: float, sd: float) -> str:
 
 def plot(scores: pd.DataFrame, path: Path) -> None:
     """Score against evaluation ratio per model (mean ± sd over seeds), one panel per dataset."""
-    plt = pyplot()
+    plt = tail.pyplot()
     datasets = list(dict.fromkeys(scores["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
@@ -339,13 +330,13 @@ def plot(scores: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel("masked-gene Pearson r")
         ax.set_xticks(list(RATIOS))
     axes[0][-1].legend(fontsize=7, frameon=False)
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; return the long ``scores`` and ``probes`` tables."""
-    parser = mode_parser(
+    parser = tail.mode_parser(
         __doc__.splitlines()[0],
         quick="1 seed, 20 epochs, widths 128/32",
         smoke="tiny: 250 PBMCs, 2 models, 2 epochs",
@@ -372,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         help="no training: merge scores.csv/probe.csv of earlier runs, write tables and figure",
     )
     args = parser.parse_args(argv)
-    name = mode_name(args)
+    name = tail.mode_name(args)
     defaults = {
         "full": {"epochs": 50, "seeds": [0, 1, 2], "n_hidden": 512, "n_latent": 128},
         "quick": {"epochs": 20, "seeds": [0], "n_hidden": 128, "n_latent": 32},
@@ -384,9 +375,9 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         if getattr(args, key) is None:
             setattr(args, key, value)
     _check(parser, args)
-    out = output_dir(args.out or f"results/reconstruction_tables/{name}")
-    quiet()
-    set_threads(args.threads)
+    out = tail.output_dir(args.out or f"results/reconstruction_tables/{name}")
+    tail.quiet()
+    tail.set_threads(args.threads)
 
     start = time.perf_counter()
     if args.tables_from:
@@ -406,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         + (f"merged from {', '.join(args.tables_from)}.\n" if args.tables_from else "")
         + ("" if args.tables_from else f"{seconds:.0f} s in all.\n")
     )
-    write_results(
+    tail.write_results(
         out,
         {"scores": scores, "probe": probes},
         text,

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import output_dir, pyplot, quiet, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
@@ -349,7 +349,7 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
 
 def make_figure(table: pd.DataFrame, recon: dict[str, pd.DataFrame], path: Path) -> None:
     """Bar chart of Score and Rank, and reconstruction curves per dataset."""
-    plt = pyplot()
+    plt = tail.pyplot()
     n = 2 + len(recon)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.5))
     score = table[("Avg performance", "Score")]
@@ -382,7 +382,7 @@ def make_figure(table: pd.DataFrame, recon: dict[str, pd.DataFrame], path: Path)
         ax.set_title(f"Reconstruction: {dataset}")
     if recon:
         axes[-1].legend(fontsize=7, loc="lower left")
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- main
@@ -428,11 +428,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if args.census_timeout is not None and args.census_timeout <= 0:
         args.census_timeout = None
-    out = output_dir(
+    out = tail.output_dir(
         args.out or f"results/singlecell/{config['name']}{'_smoke' if args.smoke else ''}"
     )
 
-    quiet()
+    tail.quiet()
     import torch
     from threadpoolctl import threadpool_limits
 

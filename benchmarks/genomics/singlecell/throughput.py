@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import pyplot, save_figure  # the benchmarks' shared tail
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 MODES = ("fast", "paper_loss", "scvi_loader", "scVI", "floor", "on_disk")
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
@@ -342,7 +342,7 @@ def ratio_table(
 
 def figure(table: pd.DataFrame, path: Path) -> None:
     device = table["device"].iloc[0]
-    plt = pyplot()
+    plt = tail.pyplot()
     fig, (ax_rate, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
     keys = ["mode", "widths", "n_genes", "precision", "n_cells"]
     table = table.groupby(keys, as_index=False).agg(
@@ -371,7 +371,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     ax_rate.set_yscale("log")
     ax_mem.legend(fontsize=6)
     fig.suptitle(f"R2MAEModel training throughput ({device})")
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

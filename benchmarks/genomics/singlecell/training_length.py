@@ -56,15 +56,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import (  # the command-line, table and figure tail of the benchmarks
-    mode_name,
-    mode_parser,
-    output_dir,
-    pyplot,
-    quiet,
-    save_figure,
-    write_results,
-)
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 DATASETS = ("pbmc68k", "baron_mouse", "synthetic_1000", "synthetic_4000")
 RATIOS = (0.1, 0.3, 0.5)
@@ -499,7 +491,7 @@ def recommend(summary, pairs, reference: int = REFERENCE) -> list[str]:
 
 def plot(summary, path: Path) -> None:
     """Probe and held-out reconstruction against epochs, one panel pair per dataset."""
-    plt = pyplot()
+    plt = tail.pyplot()
     datasets = list(dict.fromkeys(summary["dataset"]))
     fig, axes = plt.subplots(2, len(datasets), figsize=(3.2 * len(datasets), 5.5), squeeze=False)
     for j, dataset in enumerate(datasets):
@@ -525,13 +517,13 @@ def plot(summary, path: Path) -> None:
                 ax.set_ylabel(label)
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    save_figure(fig, path, dpi=130)
+    tail.save_figure(fig, path, dpi=130)
 
 
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; return ``runs``, ``summary``, ``paired`` and ``curves`` tables."""
-    parser = mode_parser(
+    parser = tail.mode_parser(
         __doc__.splitlines()[0],
         quick="two small datasets, minutes",
         smoke="tiny synthetic data, seconds",
@@ -570,7 +562,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         help="re-make the tables from runs.csv, curves.csv and checks.csv already in --out/<mode>",
     )
     args = parser.parse_args(argv)
-    name = mode_name(args)
+    name = tail.mode_name(args)
     for key, value in MODES[name].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -597,8 +589,8 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     if args.smoke:
         args.run_default = False
 
-    quiet()
-    out = output_dir(Path(args.out) / name)
+    tail.quiet()
+    out = tail.output_dir(Path(args.out) / name)
     all_rows, all_curves, all_checks = [], [], []
     for dataset in args.datasets:
         adata, batch_key, groups = load_dataset(dataset, args)
@@ -635,7 +627,7 @@ def tabulate(runs, curves, checks, out: Path, reference: int = REFERENCE) -> dic
     text = markdown_tables(summary, pairs, runs, reference)
     text += "\n\n" + "\n".join(recommend(summary, pairs, reference))
     figure = ("training_length.png", lambda path: plot(summary, path))
-    write_results(out, tables, text, figure=figure)
+    tail.write_results(out, tables, text, figure=figure)
     return tables
 
 

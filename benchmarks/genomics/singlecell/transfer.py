@@ -72,16 +72,7 @@ import pandas as pd
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _common import (  # the command-line, table and figure tail of the benchmarks
-    mode_name,
-    mode_parser,
-    output_dir,
-    pyplot,
-    quiet,
-    save_figure,
-    set_threads,
-    write_results,
-)
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 FRACTIONS = (0.0, 0.1, 0.3, 0.5, 0.7)
 
@@ -577,7 +568,7 @@ def evaluate_aims(label: pd.DataFrame, imputation: pd.DataFrame) -> pd.DataFrame
 
 def plot(label: pd.DataFrame, imputation: pd.DataFrame, library: pd.DataFrame, path: Path):
     """One row per dataset: each metric against the fraction removed (mean, sd over seeds)."""
-    plt = pyplot()
+    plt = tail.pyplot()
     colours = {"R2MAE": "C0", "MAE 0.25": "C1", "scVI": "C2", "PCA": "C3", "kNN": "C4"}
 
     def style(name: str) -> dict:
@@ -619,12 +610,12 @@ def plot(label: pd.DataFrame, imputation: pd.DataFrame, library: pd.DataFrame, p
             ax.set_xlabel("query genes removed (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    save_figure(fig, path)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; print and write its tables; return them."""
-    parser = mode_parser(
+    parser = tail.mode_parser(
         __doc__.splitlines()[0],
         quick="2-core CPU configuration (minutes)",
         smoke="tiny configuration for tests",
@@ -640,7 +631,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--progress-bar", action="store_true")
     args = parser.parse_args(argv)
-    name = mode_name(args)
+    name = tail.mode_name(args)
     config = CONFIGS[name]
     if any(not 0.0 <= f < 1.0 for f in args.fractions):
         parser.error("--fractions must lie in [0, 1)")
@@ -648,9 +639,9 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     unknown = set(args.datasets) - set(config["datasets"])
     if unknown:
         parser.error(f"unknown dataset(s) {sorted(unknown)}; known: {list(config['datasets'])}")
-    out = output_dir(args.out or f"results/transfer/{name}")
-    quiet(scvi=True)
-    set_threads(args.threads or (1 if name != "full" else None))
+    out = tail.output_dir(args.out or f"results/transfer/{name}")
+    tail.quiet(scvi=True)
+    tail.set_threads(args.threads or (1 if name != "full" else None))
 
     start = time.perf_counter()
     seeds = [args.seed + i for i in range(args.n_seeds or config["n_seeds"])]
@@ -719,7 +710,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         lines.append(f"[{mark}] {aim.dataset}: {aim.aim} ({aim.measured})")
     label, imputation, library = (tables[k] for k in ("label_transfer", "imputation", "library"))
     figure = ("transfer.png", lambda path: plot(label, imputation, library, path))
-    write_results(out, tables, "\n".join(lines), figure=figure)
+    tail.write_results(out, tables, "\n".join(lines), figure=figure)
     return tables
 
 
