@@ -47,20 +47,26 @@ def _check_ignores_visible(loss_fn, prediction, target, mask, patch_prediction):
     assert float(base) == pytest.approx(float(hand), rel=1e-5)
 
 
+def _check_model_loss_ignores_visible(model, prediction, target, mask):
+    """:func:`_check_ignores_visible` on ``model.loss``, its forward pass replaced by a given
+    prediction (pixel models: the prediction is the image)."""
+    holder = {"pred": prediction}
+    model.forward = lambda inp: holder["pred"]
+
+    def loss_fn(p):
+        holder["pred"] = p
+        return model.loss(target, mask)
+
+    _check_ignores_visible(loss_fn, prediction, target, mask, prediction)
+
+
 def test_mlp_loss_uses_masked_pixels_only():
     torch.manual_seed(0)
     model = mlp["MaskedPixelMLP"](16, 8, 4).eval()
     x = torch.rand(6, 16)
     mask = torch.rand(6, 16) < 0.4
     pred = torch.rand(6, 16)
-    holder = {"pred": pred}
-    model.forward = lambda inp: holder["pred"]
-
-    def loss_fn(p):
-        holder["pred"] = p
-        return model.loss(x, mask)
-
-    _check_ignores_visible(loss_fn, pred, x, mask, pred)
+    _check_model_loss_ignores_visible(model, pred, x, mask)
 
 
 def test_unet_loss_uses_masked_pixels_only_and_shapes():
@@ -72,14 +78,7 @@ def test_unet_loss_uses_masked_pixels_only_and_shapes():
     mask = common["pixel_mask"](x, 0.5, generator=torch.Generator().manual_seed(1))
     assert mask.shape == (3, 1, 8, 8) and (mask.sum((1, 2, 3)) == 32).all()
     pred = torch.rand_like(x)
-    holder = {"pred": pred}
-    model.forward = lambda inp: holder["pred"]
-
-    def loss_fn(p):
-        holder["pred"] = p
-        return model.loss(x, mask)
-
-    _check_ignores_visible(loss_fn, pred, x, mask, pred)
+    _check_model_loss_ignores_visible(model, pred, x, mask)
     with pytest.raises(ValueError, match="divisible"):
         unet["MaskedUNet"](1, 4, depth=2).encode(torch.rand(1, 1, 6, 6))
 

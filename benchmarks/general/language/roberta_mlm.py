@@ -46,6 +46,8 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _glue import GLUE_TASKS, load_glue_local
 
 SCHEMES = {
@@ -56,6 +58,21 @@ SCHEMES = {
     "R2MAE": ("r2mae", {"p_min": 0.15, "p_max": 0.4}),
 }
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+#: the training recipe of the two full sizes (the paper's)
+FULL_RECIPE = dict(
+    vocab=None,
+    max_len=128,
+    epochs=1,
+    batch=128,
+    accum=16,
+    ft_epochs=5,
+    ft_lr=2e-5,
+    ft_seeds=(0, 1, 2),
+    glue_epochs=5,
+    glue_lr=2e-5,
+    max_passages=None,
+    eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
+)
 MODES = {
     "smoke": dict(
         hidden=32,
@@ -95,44 +112,9 @@ MODES = {
         max_passages=None,
         eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
     ),
-    "full-medium": dict(
-        hidden=512,
-        layers=8,
-        heads=8,
-        inter=2048,
-        vocab=None,
-        max_len=128,
-        epochs=1,
-        batch=128,
-        accum=16,
-        lr=7e-4,
-        ft_epochs=5,
-        ft_lr=2e-5,
-        ft_seeds=(0, 1, 2),
-        glue_epochs=5,
-        glue_lr=2e-5,
-        max_passages=None,
-        eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
-    ),
-    "full-base": dict(
-        hidden=768,
-        layers=12,
-        heads=12,
-        inter=3072,
-        vocab=None,
-        max_len=128,
-        epochs=1,
-        batch=128,
-        accum=16,
-        lr=3e-4,
-        ft_epochs=5,
-        ft_lr=2e-5,
-        ft_seeds=(0, 1, 2),
-        glue_epochs=5,
-        glue_lr=2e-5,
-        max_passages=None,
-        eval_ratios=(0.15, 0.3, 0.45, 0.6, 0.8),
-    ),
+    # the full sizes: the paper's recipe at two widths and depths
+    "full-medium": dict(FULL_RECIPE, hidden=512, layers=8, heads=8, inter=2048, lr=7e-4),
+    "full-base": dict(FULL_RECIPE, hidden=768, layers=12, heads=12, inter=3072, lr=3e-4),
 }
 N_TOPICS = 8
 
@@ -501,8 +483,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = pd.DataFrame(ds_rows).set_index("Method")
     if len(table.columns):
         table["Rank"] = table.rank(axis=0, ascending=False, method="average").mean(axis=1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     mlm.to_csv(out / "roberta_mlm_masked_accuracy.csv")
     table.to_csv(out / "roberta_mlm_downstream.csv")
     md = (
@@ -522,11 +503,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, mlm, ratios) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for scheme, row in mlm.iterrows():
         ax.plot(ratios, [row[f"acc@{r}"] for r in ratios], marker="o", label=scheme)
@@ -534,9 +511,7 @@ def _plot(path, mlm, ratios) -> None:
     ax.set_ylabel("masked-token accuracy (held-out)")
     ax.set_title("RoBERTa MLM schemes")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""Shared command line, markdown and figure helpers of the linear-theory reproductions."""
+"""Shared command line, Monte-Carlo, markdown and figure helpers of the linear-theory figures."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import matplotlib
+
+from scr2mae.theory import simulate_risk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 matplotlib.use("Agg")
 
@@ -28,9 +34,26 @@ def parse_args(description: str, argv=None, extra=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     args = parser.parse_args(argv)
     args.quick = args.quick or args.smoke
-    args.mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.mode = tail.mode_name(args)
+    tail.output_dir(args.out)
     return args
+
+
+def simulate_on_grid(cov, beta, n_samples: int, grid, noise_var: float, repeats: int, seed: int):
+    """Monte-Carlo risk of ``beta`` under ``cov`` at every fixed masking ratio of ``grid``.
+
+    The figures' check of the theory: :func:`scr2mae.theory.simulate_risk` with ``repeats``
+    draws of the data and masks per ratio.
+    """
+    return simulate_risk(
+        cov,
+        beta,
+        n_samples=n_samples,
+        masking=list(grid),
+        noise_var=noise_var,
+        n_repeats=repeats,
+        seed=seed,
+    )
 
 
 def md_table(headers, rows) -> str:

@@ -10,10 +10,10 @@ every ratio. Writes ``fig1a_isotropic.png`` and ``fig1a_isotropic.md``.
 from __future__ import annotations
 
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, write_report
+from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
-from scr2mae.theory import isotropic_covariance, isotropic_risk, random_signal, simulate_risk
+from scr2mae.theory import isotropic_covariance, isotropic_risk, random_signal
 
 NOISE_VAR = 0.5
 
@@ -40,15 +40,7 @@ def main(argv=None) -> dict:
         fine = np.linspace(0.02, 0.98, 193)
         theory_fine = isotropic_risk(fine, n_features=d, n_samples=n, noise_var=NOISE_VAR)
         theory = isotropic_risk(grid, n_features=d, n_samples=n, noise_var=NOISE_VAR)
-        sim = simulate_risk(
-            isotropic_covariance(d),
-            beta,
-            n_samples=n,
-            masking=list(grid),
-            noise_var=NOISE_VAR,
-            n_repeats=repeats,
-            seed=1,
-        )
+        sim = simulate_on_grid(isotropic_covariance(d), beta, n, grid, NOISE_VAR, repeats, seed=1)
         ratio = sim.mean / theory.risk
         # the asymptotics are accurate away from the interpolation threshold (p n ~ d) and
         # from extreme masking (very sparse rows); the summary reports both zones

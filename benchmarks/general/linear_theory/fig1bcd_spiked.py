@@ -12,12 +12,11 @@ Writes ``fig1bcd_spiked.png`` and ``fig1bcd_spiked.md``.
 from __future__ import annotations
 
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, write_report
+from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
 from scr2mae.theory import (
     deterministic_prediction_norm,
-    simulate_risk,
     spiked_covariance,
     spiked_risk,
     spiked_signal,
@@ -52,15 +51,7 @@ def main(argv=None) -> dict:
         at_grid = spiked_risk(
             grid, n_features=d, n_samples=n, spike=SPIKE, strength=alpha, noise_var=NOISE_VAR
         )
-        sim = simulate_risk(
-            cov,
-            beta,
-            n_samples=n,
-            masking=list(grid),
-            noise_var=NOISE_VAR,
-            n_repeats=repeats,
-            seed=2,
-        )
+        sim = simulate_on_grid(cov, beta, n, grid, NOISE_VAR, repeats, seed=2)
         sim_norm = sim.mean / sim.null_risk
         sim_opt[alpha] = float(grid[np.argmin(sim.mean)])
         (line,) = ax_b.plot(fine, curve.normalized_risk, lw=1.2, label=f"alpha={alpha:g}")
@@ -103,16 +94,7 @@ def main(argv=None) -> dict:
     both = np.stack([aligned, orthogonal], axis=1)
     theory_mag = deterministic_prediction_norm(fine, cov, both, n_samples=n, noise_var=NOISE_VAR)
     sims = [
-        simulate_risk(
-            cov,
-            b,
-            n_samples=n,
-            masking=list(grid),
-            noise_var=NOISE_VAR,
-            n_repeats=repeats,
-            seed=3,
-        )
-        for b in (aligned, orthogonal)
+        simulate_on_grid(cov, b, n, grid, NOISE_VAR, repeats, seed=3) for b in (aligned, orthogonal)
     ]
     sim_disparity = sims[0].prediction_norm2.mean(1) / sims[1].prediction_norm2.mean(1)
     rel = [s.prediction_norm2.mean(1) / s.null_risk for s in sims]

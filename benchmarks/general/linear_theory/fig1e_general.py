@@ -11,7 +11,7 @@ Writes ``fig1e_general.png`` and ``fig1e_general.md``.
 from __future__ import annotations
 
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, write_report
+from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
 from scr2mae.theory import (
@@ -19,7 +19,6 @@ from scr2mae.theory import (
     deterministic_risk,
     eigenvector_signal,
     latent_space_covariance,
-    simulate_risk,
     uniform_spectrum_covariance,
 )
 
@@ -55,15 +54,7 @@ def main(argv=None) -> dict:
         theory = deterministic_risk(fine, cov, signals, n_samples=n, noise_var=NOISE_VAR)
         at_grid = deterministic_risk(grid, cov, signals, n_samples=n, noise_var=NOISE_VAR)
         for j, q in enumerate(quantiles):
-            sim = simulate_risk(
-                cov,
-                signals[:, j],
-                n_samples=n,
-                masking=list(grid),
-                noise_var=NOISE_VAR,
-                n_repeats=repeats,
-                seed=1,
-            )
+            sim = simulate_on_grid(cov, signals[:, j], n, grid, NOISE_VAR, repeats, seed=1)
             (line,) = ax.plot(fine, theory.normalized_risk[:, j], lw=1.2, label=f"q={q:g}")
             ax.plot(grid, sim.normalized_mean, "o", ms=3, color=line.get_color())
             for p, t, m in zip(

@@ -11,10 +11,10 @@ Two model draws are shown, as in Figs. 1G and 4. Writes ``fig1g_two_plateaus.png
 from __future__ import annotations
 
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, write_report
+from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
-from scr2mae.theory import deterministic_risk, simulate_risk, two_plateau_model
+from scr2mae.theory import deterministic_risk, two_plateau_model
 
 NOISE_VAR = 0.1
 SPIKE = 100.0
@@ -42,15 +42,7 @@ def main(argv=None) -> dict:
         cov, beta = two_plateau_model(d, rank=rank, spike=SPIKE, seed=seed)
         theory = deterministic_risk(fine, cov, beta, n_samples=n, noise_var=NOISE_VAR)
         at_grid = deterministic_risk(grid, cov, beta, n_samples=n, noise_var=NOISE_VAR)
-        sim = simulate_risk(
-            cov,
-            beta,
-            n_samples=n,
-            masking=list(grid),
-            noise_var=NOISE_VAR,
-            n_repeats=repeats,
-            seed=seed + 10,
-        )
+        sim = simulate_on_grid(cov, beta, n, grid, NOISE_VAR, repeats, seed=seed + 10)
         (line,) = ax.plot(fine, theory.normalized_risk, lw=1.2, label=f"model draw {seed}")
         ax.errorbar(
             grid,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from scr2mae.masking import RatioSchedule, exact_count_mask, get_masking
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -273,6 +277,28 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return ((prediction - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
 
 
+def pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, generator, device):
+    """Masked pretraining of ``model`` on the images ``x``; returns it in eval mode.
+
+    Adam at ``lr``; every epoch a fresh permutation from ``generator``; each mini-batch is
+    moved to ``device`` and scored by ``model.loss(batch, mask_fn(batch))`` (a batch of one
+    image is skipped: batch norm needs two).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            xb = x[perm[i : i + batch_size]].to(device)
+            if len(xb) < 2:
+                continue
+            loss = model.loss(xb, mask_fn(xb))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
 def make_schedule(name: str, total_steps: int) -> RatioSchedule:
     """The vision schemes of appendix C.5 by name (``"fixed_0.75"``, ``"mdlm"``, ...)."""
     if name.startswith("fixed_"):
@@ -362,11 +388,7 @@ def pick_device(name: str) -> torch.device:
 
 def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio") -> None:
     """One line per ``hue`` value of ``y`` against ``x``; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for key, sub in frame.groupby(hue, sort=False):
         sub = sub.sort_values(x)
@@ -375,6 +397,4 @@ def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio"
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)

@@ -28,12 +28,15 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _vision_common import (
     effective_rank,
     load_digits_images,
     load_mnist,
     masked_mse,
     pixel_mask,
+    pretrain_masked,
     save_line_plot,
     topk_accuracy,
     train_head,
@@ -86,20 +89,11 @@ def pretrain(x, ratio, hidden1, hidden2, epochs, seed, batch_size=128, lr=3e-3, 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = MaskedPixelMLP(x.shape[1], hidden1, hidden2).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            xb = x[perm[i : i + batch_size]].to(device)
-            if len(xb) < 2:  # batch norm needs two rows
-                continue
-            mask = pixel_mask(xb.view(len(xb), 1, 1, -1), ratio, generator=g).view_as(xb)
-            loss = model.loss(xb, mask)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+
+    def mask_fn(xb):
+        return pixel_mask(xb.view(len(xb), 1, 1, -1), ratio, generator=g).view_as(xb)
+
+    return pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
 
 
 @torch.no_grad()
@@ -222,8 +216,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         .reset_index()
     )
     table["model"] = table.apply(lambda r: f"{r.regime} {r.hidden1}-{r.hidden2}", axis=1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     raw.to_csv(out / "mlp_masked_pixels_runs.csv", index=False)
     table.to_csv(out / "mlp_masked_pixels.csv", index=False)
     summary = summarise(table)

@@ -29,12 +29,15 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _vision_common import (
     load_celeba,
     load_digits_images,
     masked_mse,
     pick_device,
     pixel_mask,
+    pretrain_masked,
     train_head,
     train_test_split,
 )
@@ -131,19 +134,11 @@ def probe_head(in_dim: int, n_out: int) -> nn.Module:
 def pretrain(model, x, ratio, epochs, batch_size, lr, seed, device):
     """Masked-pixel pretraining at a fixed ratio."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            xb = x[perm[i : i + batch_size]].to(device)
-            if len(xb) < 2:
-                continue
-            loss = model.loss(xb, pixel_mask(xb, ratio, generator=g).to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+
+    def mask_fn(xb):
+        return pixel_mask(xb, ratio, generator=g).to(device)
+
+    return pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -224,8 +219,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"recon MSE {recon_mse:.4f}, probe {metric} {acc:.3f}"
             )
     table = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     table.to_csv(out / "unet_masked.csv", index=False)
     recon = table.pivot(index="base_channels", columns="mask_ratio", values="recon_mse")
     probe = table.pivot(index="base_channels", columns="mask_ratio", values="probe_accuracy")
@@ -252,11 +246,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, table, data, metric) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for base, sub in table.groupby("base_channels"):
         axes[0].plot(sub.mask_ratio, sub.recon_mse, marker="o", label=f"base {base}")
@@ -267,9 +257,7 @@ def _plot(path, table, data, metric) -> None:
         ax.set_xlabel("masking ratio")
         ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 2B ({data}): U-Net")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from _vision_common import (
     ImageFolderDataset,
     exact_count_mask,
@@ -393,8 +395,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"fine-tune top-1 {100 * ft1:.2f}, linear probe top-1 {100 * lp1:.2f}"
             )
     raw = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     raw.to_csv(out / "vit_mae_runs.csv", index=False)
     metrics = {
         "finetune_top1": "Fine-tune Top1 Acc.",
@@ -422,11 +423,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _plot(path, raw, data) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, col, title in (
         (axes[0], "finetune_top1", "fine-tuning"),
@@ -441,9 +438,7 @@ def _plot(path, raw, data) -> None:
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(title)
     fig.suptitle(f"Table 1 ({data}): ViT MAE masking schemes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import runpy
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 HERE = Path(__file__).parent
 #: name -> (R2MAEModel arguments, train arguments); every candidate reads the batch key
@@ -86,9 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(args.candidates) - set(CANDIDATES) - {"scvi"})
     if unknown:
         parser.error(f"unknown candidates {unknown}; known: scvi, {', '.join(CANDIDATES)}")
-    warnings.filterwarnings("ignore")
-    for logger in ("lightning.pytorch", "lightning", "scvi", "jax"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
+    tail.quiet((*tail.LIBRARY_LOGGERS, "jax"))
     bench = runpy.run_path(str(HERE / "integration.py"), run_name="integration_benchmark")
     loaders = {
         "baron_mouse": lambda: bench["load_baron_mouse"](Path(args.cache)),

@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 METHODS = {
     "R2MAE": "r2mae",
@@ -112,8 +116,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table.index.name = "method"
     base = table.loc["R2MAE", "epoch_seconds"]
     table["epoch_time_vs_r2mae"] = table["epoch_seconds"] / base
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     table.to_csv(out / "curriculum.csv")
     (out / "curriculum.md").write_text(table.round(3).to_markdown() + "\n")
     print(table.round(3).to_markdown())

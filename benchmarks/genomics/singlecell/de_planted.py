@@ -63,15 +63,16 @@ null residual per design and seed), ``tables.md`` (what is printed) and ``de_pla
 
 from __future__ import annotations
 
-import argparse
-import logging
+import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 GROUP_KEY = "group"
 GROUP1, GROUP2 = "treated", "control"
@@ -516,11 +517,7 @@ def summary_table(results: pd.DataFrame, design: str) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, path: Path) -> None:
     """Recall against FDP per design and mode (mean over seeds, bars: sd)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     designs = list(dict.fromkeys(results["design"]))
     fig, axes = plt.subplots(len(designs), 2, figsize=(10, 4 * len(designs)), squeeze=False)
     markers = dict(zip(METHODS, "os^vDPX", strict=False))
@@ -548,17 +545,16 @@ def plot(results: pd.DataFrame, path: Path) -> None:
             ax.set_title(f"{design}: {mode} mode (Wilcoxon: adj. p)", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; print and write its tables; return the results and the truth."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="1 seed, 50 epochs (minutes)")
-    mode.add_argument("--smoke", action="store_true", help="tiny configuration for tests")
+    parser = tail.mode_parser(
+        __doc__.splitlines()[0],
+        quick="1 seed, 50 epochs (minutes)",
+        smoke="tiny configuration for tests",
+    )
     parser.add_argument("--designs", nargs="+", default=None, help="default: the mode's")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--n-seeds", type=int, default=None, help="default: the mode's")
@@ -567,7 +563,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--progress-bar", action="store_true")
     args = parser.parse_args(argv)
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    name = tail.mode_name(args)
     config = dict(CONFIGS[name])
     designs = args.designs or config["designs"]
     unknown = set(designs) - set(DESIGNS)
@@ -579,18 +575,10 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         if args.epochs < 1:
             parser.error("--epochs must be at least 1")
         config["epochs"] = args.epochs
-    out = Path(args.out or f"results/de_planted/{name}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out or f"results/de_planted/{name}")
 
-    warnings.filterwarnings("ignore")
-    import scvi
-    import torch
-
-    # Lightning sets its loggers to INFO when imported: quieten them after the import
-    scvi.settings.verbosity = logging.ERROR
-    for logger in ("lightning.pytorch", "lightning.fabric", "scvi", "scr2mae"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
+    tail.quiet(scvi=True)
+    tail.set_threads(args.threads)
 
     start = time.perf_counter()
     seeds = [args.seed + i for i in range(args.n_seeds or config["n_seeds"])]
@@ -631,13 +619,12 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
             "",
             summary_table(results, design).to_markdown(index=False),
         ]
-    text = "\n".join(lines)
-    log("\n" + text)
-    results.to_csv(out / "de_planted.csv", index=False)
-    truth.to_csv(out / "truth.csv", index=False)
-    (out / "tables.md").write_text(text + "\n")
-    plot(results, out / "de_planted.png")
-    log(f"wrote {out}")
+    tail.write_results(
+        out,
+        {"de_planted": results, "truth": truth},
+        "\n".join(lines),
+        figure=("de_planted.png", lambda path: plot(results, path)),
+    )
     return {"results": results, "truth": truth}
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import gc
 import io
-import logging
 import subprocess
 import sys
 import time
@@ -53,6 +52,9 @@ from unittest import mock
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 BARON_WHEEL = "came==0.1.13"
 BARON_MEMBER = "raw-Baron_mouse.h5ad"
@@ -358,11 +360,7 @@ def leiden_table(adata, keys: list[str], resolutions=(0.5, 1.0, 1.5)) -> pd.Data
 
 def plot(table: pd.DataFrame, title: str, path: Path) -> None:
     """Bio conservation against batch correction, one point per embedding."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for name, row in table.iterrows():
         marker = "o" if name.startswith(("R2MAE", "MAE")) else "s"
@@ -378,9 +376,7 @@ def plot(table: pd.DataFrame, title: str, path: Path) -> None:
     ax.set_ylabel("scIB bio conservation")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    tail.save_figure(fig, path, dpi=150)
 
 
 def variant_name(option: str, weight: float) -> str:
@@ -504,9 +500,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         if getattr(args, key) is None:
             setattr(args, key, value)
     datasets = args.datasets or (["baron_mouse", "synthetic"] if args.quick else list(DATASETS))
-    warnings.filterwarnings("ignore")
-    for logger in ("lightning.pytorch", "lightning", "scvi", "jax", "harmonypy"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
+    tail.quiet((*tail.LIBRARY_LOGGERS, "jax", "harmonypy"))
     return {name: run_dataset(name, args) for name in datasets}
 
 

@@ -20,14 +20,16 @@ the cells), and writes ``large_batch.csv`` and ``large_batch.png`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 RULES = {
     "constant": lambda b: 1e-3,
@@ -51,9 +53,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/genomics/singlecell/results/large_batch")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    tail.quiet()
     import scvi
     import torch
 
@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True
             )
     table = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     table.to_csv(out / "large_batch.csv", index=False)
     _figure(table, out / "large_batch.png")
     print(
@@ -123,11 +122,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def _figure(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for rule, part in table.groupby("rule"):
         base = table[table["batch_size"] == 128]
@@ -141,9 +136,7 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
             ax.set_ylabel(column.replace("_", " "))
     axes[0].legend(title="lr rule")
     fig.suptitle("R2MAEModel: large batches at equal epochs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 if __name__ == "__main__":

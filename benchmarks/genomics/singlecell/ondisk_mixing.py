@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import logging
 import os
+import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 #: the on-disk chunking before block shuffling with small chunks (rows per chunk, chunks per buffer)
 OLD_CHUNKING = (1024, 16)
@@ -195,11 +197,7 @@ def run(args) -> pd.DataFrame:
 
 
 def figure(table: pd.DataFrame, path: Path, n_donors: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.arange(0.5, n_donors + 1.5)
     for name, donors in table.attrs["donors"].items():
@@ -208,9 +206,7 @@ def figure(table: pd.DataFrame, path: Path, n_donors: int) -> None:
     ax.set_ylabel("share of mini-batches")
     ax.set_title("Mini-batches drawn from a file sorted by donor")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -243,11 +239,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.sweep = list(SWEEP_CHUNKS) if full else []
     if args.batch_size < 2 or args.epochs < 1:
         raise ValueError("`--batch-size` must be >= 2 and `--epochs` >= 1.")
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric", "scvi", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    tail.quiet()
+    out = tail.output_dir(args.out)
     print(
         f"{args.donors} donors x {args.cells_per_donor} cells, sorted by donor, {args.genes} genes "
         f"({args.density:.0%} non-zero), mini-batches of {args.batch_size}, {args.epochs} epoch(s)",

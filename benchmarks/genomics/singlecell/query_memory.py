@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import resource
 import shutil
@@ -42,11 +41,13 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 FULL_SIZES = (200_000, 1_000_000)
 #: first calls (new AnnData objects) and warm calls timed per case, medians reported
@@ -157,9 +158,7 @@ class _Sampler:
 
 
 def _quiet(threads: int) -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric", "scvi", "lightning_fabric", "scr2mae"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    tail.quiet()
     import torch
 
     torch.set_num_threads(threads)
@@ -284,11 +283,7 @@ def _run_worker(kind: str, args: dict, threads: int) -> dict:
 
 # ------------------------------------------------------------------ report
 def figure(memory: pd.DataFrame, latency: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, (ax_mem, ax_lat) = plt.subplots(1, 2, figsize=(10, 4))
     wide = memory.pivot_table(index="n_cells", columns="query", values="peak_above_counts_gb")
     wide.plot.bar(ax=ax_mem, rot=0)
@@ -304,9 +299,7 @@ def figure(memory: pd.DataFrame, latency: pd.DataFrame, path: Path) -> None:
     ax_lat.set_ylabel("CPU milliseconds (median)")
     ax_lat.set_title(f"{int(row['n_asked'])} cells of {int(row['n_cells']):,}")
     ax_lat.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -336,8 +329,7 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     if args.n_asked < 2 or args.n_asked > latency_size:
         raise ValueError(f"`--n-asked` must lie in [2, {latency_size}], got {args.n_asked}.")
     _quiet(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(args.out)
     genes = [f"G{i}" for i in range(args.genes)]
     rng = np.random.default_rng(args.seed)
     dropped = rng.choice(np.arange(1, args.genes), round(args.missing * args.genes), replace=False)

@@ -32,17 +32,16 @@ each ratio with its standard error over seeds, beside the paper's Tables 7–8) 
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 from integration import load_baron_mouse, prepare  # the Baron loader, shared
 
 RATIOS = (0.1, 0.2, 0.3, 0.5, 0.7)
@@ -314,11 +313,7 @@ def _pm(mean: float, sd: float) -> str:
 
 def plot(scores: pd.DataFrame, path: Path) -> None:
     """Score against evaluation ratio per model (mean ± sd over seeds), one panel per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     datasets = list(dict.fromkeys(scores["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
@@ -335,18 +330,17 @@ def plot(scores: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel("masked-gene Pearson r")
         ax.set_xticks(list(RATIOS))
     axes[0][-1].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; return the long ``scores`` and ``probes`` tables."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="1 seed, 20 epochs, widths 128/32")
-    mode.add_argument("--smoke", action="store_true", help="tiny: 250 PBMCs, 2 models, 2 epochs")
+    parser = tail.mode_parser(
+        __doc__.splitlines()[0],
+        quick="1 seed, 20 epochs, widths 128/32",
+        smoke="tiny: 250 PBMCs, 2 models, 2 epochs",
+    )
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None)
     parser.add_argument("--epochs", type=int, default=None, help="default 50 (quick 20)")
@@ -369,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         help="no training: merge scores.csv/probe.csv of earlier runs, write tables and figure",
     )
     args = parser.parse_args(argv)
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    name = tail.mode_name(args)
     defaults = {
         "full": {"epochs": 50, "seeds": [0, 1, 2], "n_hidden": 512, "n_latent": 128},
         "quick": {"epochs": 20, "seeds": [0], "n_hidden": 128, "n_latent": 32},
@@ -381,15 +375,9 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         if getattr(args, key) is None:
             setattr(args, key, value)
     _check(parser, args)
-    out = Path(args.out or f"results/reconstruction_tables/{name}")
-    out.mkdir(parents=True, exist_ok=True)
-    warnings.filterwarnings("ignore")
-    for logger in ("lightning.pytorch", "lightning.fabric", "lightning", "scvi"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    out = tail.output_dir(args.out or f"results/reconstruction_tables/{name}")
+    tail.quiet()
+    tail.set_threads(args.threads)
 
     start = time.perf_counter()
     if args.tables_from:
@@ -402,8 +390,6 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     scores = pd.concat([p[0] for p in parts], ignore_index=True)
     probes = pd.concat([p[1] for p in parts], ignore_index=True)
     seconds = time.perf_counter() - start
-    scores.to_csv(out / "scores.csv", index=False)
-    probes.to_csv(out / "probe.csv", index=False)
     text = markdown(scores, probes, args)
     text += (
         f"\n{args.epochs} epochs, widths {args.n_hidden}/{args.n_latent}, seeds {args.seeds}, "
@@ -411,10 +397,12 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         + (f"merged from {', '.join(args.tables_from)}.\n" if args.tables_from else "")
         + ("" if args.tables_from else f"{seconds:.0f} s in all.\n")
     )
-    (out / "tables.md").write_text(text)
-    plot(scores, out / "reconstruction_tables.png")
-    print("\n" + text)
-    print(f"wrote {out}/scores.csv, probe.csv, tables.md, reconstruction_tables.png")
+    tail.write_results(
+        out,
+        {"scores": scores, "probe": probes},
+        text,
+        figure=("reconstruction_tables.png", lambda path: plot(scores, path)),
+    )
     return {"scores": scores, "probes": probes}
 
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
@@ -348,11 +349,7 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
 
 def make_figure(table: pd.DataFrame, recon: dict[str, pd.DataFrame], path: Path) -> None:
     """Bar chart of Score and Rank, and reconstruction curves per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     n = 2 + len(recon)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.5))
     score = table[("Avg performance", "Score")]
@@ -385,9 +382,7 @@ def make_figure(table: pd.DataFrame, recon: dict[str, pd.DataFrame], path: Path)
         ax.set_title(f"Reconstruction: {dataset}")
     if recon:
         axes[-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- main
@@ -433,12 +428,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if args.census_timeout is not None and args.census_timeout <= 0:
         args.census_timeout = None
-    out = Path(args.out or f"results/singlecell/{config['name']}{'_smoke' if args.smoke else ''}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = tail.output_dir(
+        args.out or f"results/singlecell/{config['name']}{'_smoke' if args.smoke else ''}"
+    )
 
-    warnings.filterwarnings("ignore")
-    for logger in ("lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
+    tail.quiet()
     import torch
     from threadpoolctl import threadpool_limits
 

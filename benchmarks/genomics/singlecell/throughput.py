@@ -46,6 +46,7 @@ import argparse
 import itertools
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +55,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 MODES = ("fast", "paper_loss", "scvi_loader", "scVI", "floor", "on_disk")
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
@@ -338,11 +342,7 @@ def ratio_table(
 
 def figure(table: pd.DataFrame, path: Path) -> None:
     device = table["device"].iloc[0]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     fig, (ax_rate, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
     keys = ["mode", "widths", "n_genes", "precision", "n_cells"]
     table = table.groupby(keys, as_index=False).agg(
@@ -371,9 +371,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     ax_rate.set_yscale("log")
     ax_mem.legend(fontsize=6)
     fig.suptitle(f"R2MAEModel training throughput ({device})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

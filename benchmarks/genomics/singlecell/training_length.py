@@ -45,19 +45,18 @@ paired, mean and standard error), ``tables.md`` (what is printed) and ``training
 
 from __future__ import annotations
 
-import argparse
 import copy
-import logging
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 DATASETS = ("pbmc68k", "baron_mouse", "synthetic_1000", "synthetic_4000")
 RATIOS = (0.1, 0.3, 0.5)
@@ -492,11 +491,7 @@ def recommend(summary, pairs, reference: int = REFERENCE) -> list[str]:
 
 def plot(summary, path: Path) -> None:
     """Probe and held-out reconstruction against epochs, one panel pair per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     datasets = list(dict.fromkeys(summary["dataset"]))
     fig, axes = plt.subplots(2, len(datasets), figsize=(3.2 * len(datasets), 5.5), squeeze=False)
     for j, dataset in enumerate(datasets):
@@ -522,18 +517,17 @@ def plot(summary, path: Path) -> None:
                 ax.set_ylabel(label)
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    tail.save_figure(fig, path, dpi=130)
 
 
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; return ``runs``, ``summary``, ``paired`` and ``curves`` tables."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="two small datasets, minutes")
-    mode.add_argument("--smoke", action="store_true", help="tiny synthetic data, seconds")
+    parser = tail.mode_parser(
+        __doc__.splitlines()[0],
+        quick="two small datasets, minutes",
+        smoke="tiny synthetic data, seconds",
+    )
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--lengths", nargs="+", type=int, default=None, help="fixed epochs")
     parser.add_argument("--patience", nargs="+", type=int, default=None)
@@ -568,7 +562,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         help="re-make the tables from runs.csv, curves.csv and checks.csv already in --out/<mode>",
     )
     args = parser.parse_args(argv)
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    name = tail.mode_name(args)
     for key, value in MODES[name].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -595,11 +589,8 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     if args.smoke:
         args.run_default = False
 
-    warnings.filterwarnings("ignore")
-    for logger in ("lightning.pytorch", "lightning", "scvi"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
-    out = Path(args.out) / name
-    out.mkdir(parents=True, exist_ok=True)
+    tail.quiet()
+    out = tail.output_dir(Path(args.out) / name)
     all_rows, all_curves, all_checks = [], [], []
     for dataset in args.datasets:
         adata, batch_key, groups = load_dataset(dataset, args)
@@ -632,18 +623,12 @@ def tabulate(runs, curves, checks, out: Path, reference: int = REFERENCE) -> dic
         runs["censored_at"] = np.nan
     summary = summarise(runs)
     pairs = paired(runs, reference)
-    runs.to_csv(out / "runs.csv", index=False)
-    curves.to_csv(out / "curves.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    pairs.to_csv(out / "paired.csv", index=False)
-    checks.to_csv(out / "checks.csv", index=False)
+    tables = {"runs": runs, "curves": curves, "summary": summary, "paired": pairs, "checks": checks}
     text = markdown_tables(summary, pairs, runs, reference)
     text += "\n\n" + "\n".join(recommend(summary, pairs, reference))
-    print(text, flush=True)
-    (out / "tables.md").write_text(text + "\n")
-    plot(summary, out / "training_length.png")
-    print(f"written to {out}", flush=True)
-    return {"runs": runs, "summary": summary, "paired": pairs, "curves": curves, "checks": checks}
+    figure = ("training_length.png", lambda path: plot(summary, path))
+    tail.write_results(out, tables, text, figure=figure)
+    return tables
 
 
 if __name__ == "__main__":

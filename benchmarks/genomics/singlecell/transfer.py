@@ -62,8 +62,7 @@ printed) and ``transfer.png``.
 
 from __future__ import annotations
 
-import argparse
-import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -71,6 +70,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _common as tail  # the benchmarks' shared command-line, table and figure tail
 
 FRACTIONS = (0.0, 0.1, 0.3, 0.5, 0.7)
 
@@ -566,11 +568,7 @@ def evaluate_aims(label: pd.DataFrame, imputation: pd.DataFrame) -> pd.DataFrame
 
 def plot(label: pd.DataFrame, imputation: pd.DataFrame, library: pd.DataFrame, path: Path):
     """One row per dataset: each metric against the fraction removed (mean, sd over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = tail.pyplot()
     colours = {"R2MAE": "C0", "MAE 0.25": "C1", "scVI": "C2", "PCA": "C3", "kNN": "C4"}
 
     def style(name: str) -> dict:
@@ -612,17 +610,16 @@ def plot(label: pd.DataFrame, imputation: pd.DataFrame, library: pd.DataFrame, p
             ax.set_xlabel("query genes removed (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tail.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; print and write its tables; return them."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="2-core CPU configuration (minutes)")
-    mode.add_argument("--smoke", action="store_true", help="tiny configuration for tests")
+    parser = tail.mode_parser(
+        __doc__.splitlines()[0],
+        quick="2-core CPU configuration (minutes)",
+        smoke="tiny configuration for tests",
+    )
     parser.add_argument("--datasets", nargs="+", default=["pbmc68k", "synthetic"])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--seed", type=int, default=0, help="first seed")
@@ -634,7 +631,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--progress-bar", action="store_true")
     args = parser.parse_args(argv)
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    name = tail.mode_name(args)
     config = CONFIGS[name]
     if any(not 0.0 <= f < 1.0 for f in args.fractions):
         parser.error("--fractions must lie in [0, 1)")
@@ -642,21 +639,9 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     unknown = set(args.datasets) - set(config["datasets"])
     if unknown:
         parser.error(f"unknown dataset(s) {sorted(unknown)}; known: {list(config['datasets'])}")
-    out = Path(args.out or f"results/transfer/{name}")
-    out.mkdir(parents=True, exist_ok=True)
-
-    warnings.filterwarnings("ignore")
-    import scvi
-    import torch
-
-    # Lightning sets its loggers to INFO when imported: quieten them after the import
-    scvi.settings.verbosity = logging.ERROR
-    for logger in ("lightning.pytorch", "lightning.fabric", "scvi", "scr2mae"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
-
-    threads = args.threads or (1 if name != "full" else None)
-    if threads:
-        torch.set_num_threads(threads)
+    out = tail.output_dir(args.out or f"results/transfer/{name}")
+    tail.quiet(scvi=True)
+    tail.set_threads(args.threads or (1 if name != "full" else None))
 
     start = time.perf_counter()
     seeds = [args.seed + i for i in range(args.n_seeds or config["n_seeds"])]
@@ -723,14 +708,9 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     for aim in tables["aims"].itertuples():
         mark = "met" if aim.met else "missed"
         lines.append(f"[{mark}] {aim.dataset}: {aim.aim} ({aim.measured})")
-    text = "\n".join(lines)
-    print(text)
-
-    for key, table in tables.items():
-        table.to_csv(out / f"{key}.csv", index=False)
-    (out / "tables.md").write_text(text + "\n")
-    plot(tables["label_transfer"], tables["imputation"], tables["library"], out / "transfer.png")
-    log(f"wrote {out}/ (label_transfer.csv, imputation.csv, library.csv, aims.csv, transfer.png)")
+    label, imputation, library = (tables[k] for k in ("label_transfer", "imputation", "library"))
+    figure = ("transfer.png", lambda path: plot(label, imputation, library, path))
+    tail.write_results(out, tables, "\n".join(lines), figure=figure)
     return tables
 
 
