@@ -3,7 +3,7 @@ PYTHON ?= python3
 # CPU wheel of PyTorch installed first so that pip does not pull CUDA packages.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint format docs docs-figures
+.PHONY: install demo readme-demo readme-demo-check test lint format docs docs-figures
 
 install:
 	$(PYTHON) -m pip install --quiet "$(TORCH)"
@@ -11,6 +11,14 @@ install:
 
 demo: install
 	$(PYTHON) -m scr2mae.demo --out results/demo
+
+# Copy the demo's table and verdict (results/demo/demo_results.md, from `make demo`) into the
+# marked sections of README.md and docs/benchmarks.md; the -check target only compares.
+readme-demo:
+	$(PYTHON) scripts/readme_demo_table.py
+
+readme-demo-check:
+	$(PYTHON) scripts/readme_demo_table.py --check
 
 lint:
 	$(PYTHON) -m ruff check .
