@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 import warnings
+import zipfile
 from importlib.metadata import version
 
 import numpy as np
