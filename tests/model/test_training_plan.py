@@ -4,7 +4,7 @@ import scvi
 import torch
 from scvi.dataloaders import DataSplitter
 
-from scr2mae import R2MAEModel
+from scr2mae import R2MAEModel, R2MAEModule
 from scr2mae.data import InMemoryDataModule
 from scr2mae.masking import hashed_mask
 from scr2mae.model import PAPER_OPTIMIZER, R2MAETrainingPlan
@@ -184,3 +184,26 @@ def test_epoch_train_loss_is_the_cell_weighted_mean_of_the_step_losses(adata):
     assert [n for _, n in steps] == [70, 70, 40]
     expected = sum(loss * n for loss, n in steps) / sum(n for _, n in steps)
     np.testing.assert_allclose(model.history["train_loss"].iloc[-1, 0], expected, rtol=1e-6)
+
+
+def test_masked_nll_is_the_epochs_sum_over_its_entries(adata, monkeypatch):
+    """Per masked entry over the whole epoch (not a mean of the steps' means): the steps
+    draw different ratios, so they hold different numbers of entries."""
+    steps = []
+    loss = R2MAEModule.loss
+
+    def recording(self, *args, **kwargs):
+        out = loss(self, *args, **kwargs)
+        if self.training:
+            extra = out.extra_metrics
+            steps.append((float(extra["scored_nll_sum"]), float(extra["scored_entries"])))
+        return out
+
+    monkeypatch.setattr(R2MAEModule, "loss", recording)
+    model = R2MAEModel(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=40, enable_progress_bar=False)
+    assert len(steps) == 10 and len({n for _, n in steps}) > 1
+    for epoch, logged in enumerate(model.history["masked_nll_train"].to_numpy(float).ravel()):
+        epoch_steps = steps[5 * epoch : 5 * (epoch + 1)]
+        expected = sum(s for s, _ in epoch_steps) / sum(n for _, n in epoch_steps)
+        np.testing.assert_allclose(logged, expected, rtol=1e-6)

@@ -87,3 +87,17 @@ def pbmc68k_batches(n_batches: int = 4, capture_sd: float = 0.5, seed: int = 0) 
     adata.X = log_normalize(adata.layers["counts"])
     adata.obs["batch"] = pd.Categorical([f"batch_{b}" for b in batch])
     return adata
+
+
+def cells_sample(adata: AnnData, layer: str | None, n_cells: int, seed: int = 0) -> AnnData:
+    """A random sample of ``n_cells`` cells (all, if fewer): the counts of ``layer`` (``None``:
+    ``.X``) in the same place, and ``.obs`` without scvi-tools' columns."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(adata.n_obs, size=min(n_cells, adata.n_obs), replace=False))
+    counts = (adata.X if layer is None else adata.layers[layer])[rows]
+    obs = adata.obs.iloc[rows].copy()
+    obs = obs[[c for c in obs.columns if not str(c).startswith("_scvi")]]
+    var = pd.DataFrame(index=adata.var_names.copy())
+    if layer is None:
+        return AnnData(X=counts, obs=obs, var=var)
+    return AnnData(obs=obs, var=var, layers={layer: counts})

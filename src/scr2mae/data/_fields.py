@@ -1,4 +1,4 @@
-"""scvi-tools AnnData fields of the package's own."""
+"""The package's own categorical ``.obs`` field, and the check of a new AnnData's categories."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 from scvi.data.fields import CategoricalObsField
 
-__all__ = ["CategoryField", "unknown_values"]
+__all__ = ["CategoryField", "check_categories", "unknown_values"]
 
 
 class CategoryField(CategoricalObsField):
@@ -108,3 +109,32 @@ def _categorical_codes(obs: pd.DataFrame, key: str, codes_key: str, dtype) -> np
             stacklevel=3,
         )
     return mapping
+
+
+def check_categories(registry: dict, adata: AnnData, batch_correction: str) -> bool:
+    """Refuse values of ``adata``'s categorical columns that a model's ``registry`` lacks and
+    its encoder reads; ``True`` when only unseen batches of a batch-blind encoder remain (they
+    are embedded zero-shot, and decoding them needs a ``transform_batch`` of the reference)."""
+    setup, fields = registry["setup_args"], registry["field_registries"]
+    columns = {setup.get("batch_key"): fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]}
+    mappings = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+    for key in setup.get("categorical_covariate_keys") or []:
+        columns[key] = {"categorical_mapping": mappings["mappings"][key]}
+    unseen_batches = False
+    for key, state in columns.items():
+        if key is None or key not in adata.obs.columns:
+            continue
+        known = {str(v) for v in state["categorical_mapping"]}
+        candidates = unknown_values(adata.obs[key], state["categorical_mapping"])
+        unseen = sorted({str(v) for v in candidates} - known)
+        if unseen and batch_correction != "none" and key == setup.get("batch_key"):
+            unseen_batches = True
+        elif unseen:
+            raise ValueError(
+                f"`.obs[{key!r}]` has value(s) the model was not trained on: {unseen[:5]}. "
+                "The model has no weights for them: add them with "
+                "`R2MAEModel.load_query_data(adata, model)` and `train()` on the query, set "
+                f"the column to a training value ({sorted(known)[:5]}), or train with a "
+                "batch-blind encoder (`batch_correction` other than 'none')."
+            )
+    return unseen_batches

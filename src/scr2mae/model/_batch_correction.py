@@ -23,11 +23,12 @@ import math
 
 import torch
 from torch import nn
+from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
 
 from ..masking import multiply_gradient
 
-__all__ = ["MMD_BANDWIDTHS", "BatchClassifier", "batch_mmd"]
+__all__ = ["MMD_BANDWIDTHS", "BatchClassifier", "batch_correction_loss", "batch_mmd"]
 
 #: kernel widths of the MMD, as multiples of the mini-batch's mean squared distance
 MMD_BANDWIDTHS = (0.25, 1.0, 4.0)
@@ -119,3 +120,30 @@ def batch_mmd(
     valid = ((count > 0) & (rest > 0)).to(z.dtype)
     mmd = (k_aa + k_bb - 2 * k_ab) * valid
     return mmd.sum() / valid.sum().clamp_min(1)
+
+
+def batch_correction_loss(module, inference_outputs: dict, batch_index) -> torch.Tensor | None:
+    """The weighted batch term of ``module``'s loss on the latent code (``None``: no term).
+
+    ``"mmd"``: the weight × the Gaussian-kernel MMD between each batch and the rest of the
+    mini-batch. ``"adversarial"``: the batch classifier's cross-entropy, whose gradient reaches
+    the encoder reversed and multiplied by the weight. ``"variational"``: the weight × the mean
+    KL divergence of the cells' posteriors from N(0, I), divided by the expected number of
+    masked genes per cell (a fixed scale: the KL weight does not move with the drawn ratio).
+    """
+    option, weight, z = (
+        module.batch_correction,
+        module.batch_correction_weight,
+        inference_outputs["z"],
+    )
+    if option == "variational":
+        qz = inference_outputs["qz"]
+        prior = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+        low, high = module.masker.schedule.bounds()
+        kl = weight * kl_divergence(qz, prior).sum(dim=-1)
+        return kl.mean() / (module.n_input * 0.5 * (low + high))
+    if batch_index is None or option not in ("adversarial", "mmd"):
+        return None
+    if option == "mmd":
+        return weight * batch_mmd(z, batch_index, module.n_batch)
+    return module.batch_classifier.adversarial_loss(z, batch_index, weight)

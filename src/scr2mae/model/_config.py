@@ -27,13 +27,9 @@ BATCH_CORRECTIONS = ("none", "decoder_only", "adversarial", "mmd", "variational"
 #: one batch it resolves to ``"none"``. Chosen on the scIB total of the integration benchmark
 #: (Baron mouse pancreas, pbmc68k with simulated batches, synthetic donors; docs/benchmarks.md)
 AUTO_BATCH_CORRECTION = "mmd"
-#: weight of the extra loss term when ``batch_correction_weight`` is not given
-# measured on synthetic donors (4 donors x 100 cells, 200 genes, 60 epochs; plain model: donor
-# probe 0.94, cell-type probe 0.73): MMD weights 0.03 / 0.1 / 0.3 gave donor 0.53 / 0.49 / 0.28
-# and cell type 0.81 / 0.68 / 0.21 (0.3 collapses the code); adversarial weights 0.1 / 0.3 / 1
-# gave donor 0.79 / 0.97 / 1.0 and cell type 0.76 / 0.63 / 0.29 (a strong adversary destabilises)
-# variational: 1 makes the loss the ELBO of the masked genes; on the Baron pancreas 0.3 mixed the
-# batches less (scIB batch 0.713 against 0.757) for the same bio conservation (0.736 against 0.730)
+#: weight of the extra loss term when ``batch_correction_weight`` is not given. On synthetic
+#: donors MMD 0.3 and adversarial 1 collapsed the cell types; variational 1 is the masked genes'
+#: ELBO (0.3 mixed Baron's batches less for the same bio conservation). docs/benchmarks.md
 DEFAULT_WEIGHTS = {
     "none": 0.0,
     "decoder_only": 0.0,
@@ -41,10 +37,8 @@ DEFAULT_WEIGHTS = {
     "mmd": 0.03,
     "variational": 1.0,
 }
-#: the MMD's weight when ``batch_correction_weight`` is not given and the loss also scores the
-#: visible genes (``visible_weight > 0``, the model's default): that loss is about twice the
-#: masked genes' alone. On the Baron pancreas (3 seeds, visible_weight 1) 0.03 / 0.1 gave scIB
-#: batch 0.768 / 0.834, total 0.719 / 0.748, the same Leiden ARI (0.506 / 0.507) and probe
+#: the MMD's weight with the visible genes in the loss (``visible_weight > 0``, the default),
+#: which doubles it: on Baron (3 seeds) 0.03 / 0.1 gave scIB total 0.719 / 0.748, same Leiden ARI
 MMD_WEIGHT_WITH_VISIBLE = 0.1
 #: default weight of the visible genes' likelihood in the model's training loss; chosen on
 #: Leiden clusters in the scanpy workflow (the clustering benchmark)
@@ -55,21 +49,9 @@ LEGACY_OPTIONS = {"visible_weight": 0.0}
 
 
 class Options(NamedTuple):
-    """Resolved options: what the module is built from and what the model saves.
-
-    Attributes
-    ----------
-    mask_strategy
-        The :class:`~scr2mae.masking.RatioSchedule` of the masking ratios (``None`` with a
-        curriculum, whose discrete ratios the module takes).
-    curriculum
-        ``(name, params)`` of a curriculum strategy of :func:`~scr2mae.masking.get_curriculum`,
-        or ``None``.
-    batch_correction, batch_correction_weight
-        The option (never ``"auto"``) and the weight of its loss term.
-    visible_weight
-        Weight of the visible genes' likelihood in the training loss.
-    """
+    """Resolved options, named as the module's arguments: the ratio schedule (``None`` with a
+    curriculum, whose discrete ratios the module takes), the curriculum's ``(name, params)``,
+    the batch correction (never ``"auto"``) and its weight, and the visible genes' weight."""
 
     mask_strategy: RatioSchedule | None
     curriculum: tuple[str, dict] | None
@@ -135,32 +117,14 @@ def resolve_options(
 ) -> Options:
     """Check the user's options and resolve them into their final values.
 
-    Parameters
-    ----------
-    n_input, n_batch
-        Genes and batches of the data (``"auto"`` and the curriculum depend on them).
-    mask_strategy, masking_params
-        A strategy name of :func:`~scr2mae.masking.resolve_masking` with its parameters, or a
-        :class:`~scr2mae.masking.RatioSchedule`. A curriculum name becomes ``curriculum``.
-    curriculum
-        ``(name, params)`` of a curriculum (instead of a curriculum name in ``mask_strategy``).
-    batch_correction, batch_correction_weight
-        ``"auto"`` (``"mmd"`` with two or more batches, else ``"none"``) or an option of
-        :data:`BATCH_CORRECTIONS`; ``None`` for the option's default weight (for ``"mmd"``
-        0.1 with ``visible_weight > 0``, else 0.03).
-    visible_weight
-        A finite number >= 0, or ``None`` for :data:`VISIBLE_WEIGHT`.
-
-    Returns
-    -------
-    :class:`Options`.
-
-    Raises
-    ------
-    ValueError, TypeError
-        For an unknown strategy or option, a weight that is negative, not finite or not a
-        number, a weight with an option that has no loss term, or a batch correction without
-        two batches.
+    ``n_input`` and ``n_batch`` are the data's genes and batches. ``mask_strategy`` is a name
+    of :func:`~scr2mae.masking.resolve_masking` (with ``masking_params``) or a
+    :class:`~scr2mae.masking.RatioSchedule`; a curriculum name becomes ``curriculum``
+    (``(name, params)``). ``batch_correction`` is ``"auto"`` (``"mmd"`` with two or more
+    batches, else ``"none"``) or one of :data:`BATCH_CORRECTIONS`, with ``None`` for the
+    option's default weight; ``visible_weight`` is a finite number >= 0 or ``None``
+    (:data:`VISIBLE_WEIGHT`). Returns :class:`Options`; raises ``ValueError`` or ``TypeError``
+    naming the argument for anything else.
     """
     visible_weight = _weight(
         "visible_weight", VISIBLE_WEIGHT if visible_weight is None else visible_weight

@@ -9,61 +9,81 @@ import zipfile
 from importlib.metadata import version
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from .._validation import check_int
+from ..data._datasets import cells_sample
 from ._config import LEGACY_OPTIONS
 
-__all__ = ["HubMixin", "reference_sample", "write_hub_files"]
+__all__ = ["HubMixin", "write_hub_files"]
 
 #: file names :class:`scvi.hub.HubModel` looks for in a model folder
 METADATA_FILE = "_scvi_required_metadata.json"
 MODEL_CARD_FILE = "README.md"
 
 
-def reference_sample(model, n_cells: int, seed: int = 0) -> AnnData:
-    """A random sample of the training cells: counts (as registered) and ``.obs`` only."""
-    adata = model.adata
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(adata.n_obs, size=min(n_cells, adata.n_obs), replace=False))
-    layer = model.registry_["setup_args"].get("layer")
-    counts = adata.X if layer is None else adata.layers[layer]
-    counts = counts[rows]
-    obs = adata.obs.iloc[rows].copy()
-    obs = obs[[c for c in obs.columns if not str(c).startswith("_scvi")]]
-    return AnnData(
-        X=counts if layer is None else None,
-        obs=obs,
-        var=pd.DataFrame(index=adata.var_names.copy()),
-        layers={} if layer is None else {layer: counts},
-    )
-
-
-def _masking_text(model) -> str:
-    kwargs = model._module_kwargs
-    curriculum = kwargs.get("curriculum")
-    if curriculum is not None:
-        name, params = curriculum
-        return f"curriculum `{name}` {params or ''}, mask mode `{kwargs['mask_mode']}`"
-    return f"`{kwargs['mask_strategy']!r}`, mask mode `{kwargs['mask_mode']}`"
-
-
-def _measured_scores(model) -> dict[str, float]:
-    """Scores that can be measured from what the model holds, without extra data."""
-    scores: dict[str, float] = {}
-    history = model.history_ or {}
+def _card_text(model, reference_cells: int, training_data: str | None, metrics) -> str:
+    """The model card's text: training data, genes, model and masking, measured scores."""
+    setup, kw, stats = model.registry_["setup_args"], model._module_kwargs, model.summary_stats
+    batches = model.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+    batches = [str(b) for b in batches["categorical_mapping"]][:20]
+    genes = np.asarray(model.get_var_names()).astype(str)
+    n_cells = model.adata.n_obs if model.adata is not None else "trained out of core"
+    if kw.get("curriculum") is not None:
+        masking = f"curriculum `{kw['curriculum'][0]}` {kw['curriculum'][1] or ''}"
+    else:
+        masking = f"`{model.module.masker.schedule!r}`"
+    epochs = f", {len(next(iter(model.history_.values())))} epochs" if model.history_ else ""
+    scores, history = {}, model.history_ or {}
     for key in ("train_loss", "validation_loss"):
         if key in history and len(history[key]):
-            scores[f"final {key} (masked NB NLL per entry)"] = float(history[key].iloc[-1, 0])
+            scores[f"final {key} (masked NB NLL per entry)"] = history[key].iloc[-1, 0]
     validation = model.validation_indices_
     if model.is_trained_ and model.adata is not None and validation is not None:
         if len(validation) >= 2:
             recon = model.get_reconstruction_score(indices=validation, mask_ratio=(0.1, 0.3, 0.5))
             for ratio, value in recon.items():
                 scores[f"validation reconstruction Pearson r, {ratio:.0%} genes hidden"] = value
-    return scores
+    scores.update(metrics or {})
+    rows = "\n".join(f"| {name} | {float(value):.4g} |" for name, value in scores.items())
+    return f"""# {type(model).__name__} (scr2mae)
+
+A masked autoencoder for single-cell counts trained with R2MAE (randomly random mask \
+autoencoding). Load it with `scvi.hub.HubModel(folder).model` (needs `pip install scr2mae`); \
+align your data with `R2MAEModel.prepare_query_anndata(adata, model)`: genes your data did not \
+measure are hidden genes for the model and are imputed.
+
+## Training data
+
+- {training_data or "not described"}
+- cells: {n_cells}
+- counts: `{setup.get("layer") or "adata.X"}`; batch key `{setup.get("batch_key")}` with \
+{stats.n_batch} batch(es): {batches}
+- reference sample shipped in `adata.h5ad`: {reference_cells} cells
+
+## Genes
+
+{len(genes)} genes; first ones: {", ".join(genes[:20])}. Other identifiers kept for matching: \
+{sorted(model.gene_identifiers_) or "none"}. The full list is in `model.pt` \
+(`R2MAEModel.prepare_query_anndata` reads it).
+
+## Model and masking
+
+- masking: {masking}, mask mode `{kw["mask_mode"]}`
+- loss: masked genes' NB likelihood + {kw.get("visible_weight", 0.0):g} × the visible genes'; \
+batch correction `{kw["batch_correction"]}`
+- widths: n_hidden {kw["n_hidden"]}, n_latent {kw["n_latent"]}, encoder layers \
+{kw["n_layers"]}, decoder layers {kw["n_layers_decoder"]}, dropout {kw["dropout_rate"]}, \
+encoder input `{kw["input_transform"]}`
+- trained: {bool(model.is_trained_)}{epochs}
+
+## Measured scores
+
+| score | value |
+|---|---|
+{rows or "| none measured | |"}
+"""
 
 
 def write_hub_files(
@@ -76,83 +96,19 @@ def write_hub_files(
 ) -> None:
     """Write the hub metadata and the model card of a saved model into ``dir_path``."""
     from huggingface_hub import ModelCard, ModelCardData
-
-    registry = model.registry_
-    setup = registry["setup_args"]
-    genes = np.asarray(model.get_var_names()).astype(str)
     from scvi.hub import HubMetadata
 
-    metadata = HubMetadata(
-        scvi_version=registry["scvi_version"],
-        anndata_version=version("anndata"),
-        model_cls_name=type(model).__name__,
-        model_parent_module="scr2mae",
-    )
+    scvi_version, name = model.registry_["scvi_version"], type(model).__name__
+    anndata_version = version("anndata")
+    metadata = HubMetadata(scvi_version, anndata_version, name, model_parent_module="scr2mae")
     metadata.save(os.path.join(dir_path, METADATA_FILE), overwrite=True)
-
-    stats = model.summary_stats
-    batches = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
-    n_cells = model.adata.n_obs if model.adata is not None else None
-    scores = {**_measured_scores(model), **(metrics or {})}
-    score_rows = "\n".join(f"| {name} | {value:.4g} |" for name, value in scores.items())
-    identifiers = sorted(model.gene_identifiers_)
-    kw = model._module_kwargs
-    lines = [
-        f"# {type(model).__name__} (scr2mae)",
-        "",
-        "A masked autoencoder for single-cell counts trained with R2MAE (randomly random mask "
-        "autoencoding). Load it with `scvi.hub.HubModel(folder).model` (needs `pip install "
-        "scr2mae`); align your data with `R2MAEModel.prepare_query_anndata(adata, model)`: "
-        "genes your data did not measure are hidden genes for the model and are imputed.",
-        "",
-        "## Training data",
-        "",
-        f"- {training_data or 'not described'}",
-        f"- cells: {n_cells if n_cells is not None else 'trained out of core'}",
-        f"- counts: `{'adata.X' if setup.get('layer') is None else setup['layer']}`; batch key "
-        f"`{setup.get('batch_key')}` with {stats.n_batch} batch(es): "
-        f"{[str(b) for b in batches['categorical_mapping']][:20]}",
-        f"- reference sample shipped in `adata.h5ad`: {reference_cells} cells",
-        "",
-        "## Genes",
-        "",
-        f"{len(genes)} genes; first ones: {', '.join(genes[:20])}. Other identifiers kept for "
-        f"matching: {identifiers or 'none'}. The full list is in `model.pt` "
-        "(`R2MAEModel.prepare_query_anndata` reads it).",
-        "",
-        "## Model and masking",
-        "",
-        f"- masking: {_masking_text(model)}",
-        f"- loss: masked genes' NB likelihood + {kw.get('visible_weight', 0.0):g} × the visible "
-        f"genes'; batch correction `{kw['batch_correction']}`",
-        f"- widths: n_hidden {kw['n_hidden']}, n_latent {kw['n_latent']}, encoder layers "
-        f"{kw['n_layers']}, decoder layers {kw['n_layers_decoder']}, dropout "
-        f"{kw['dropout_rate']}, encoder input `{kw['input_transform']}`",
-        f"- trained: {bool(model.is_trained_)}"
-        + (f", {len(next(iter(model.history_.values())))} epochs" if model.history_ else ""),
-        "",
-        "## Measured scores",
-        "",
-        "| score | value |",
-        "|---|---|",
-        score_rows or "| none measured | |",
-        "",
-    ]
-    card_data = ModelCardData(
-        license="cc-by-4.0",
-        library_name="scvi-tools",
-        tags=[
-            "biology",
-            "genomics",
-            "single-cell",
-            f"model_cls_name:{type(model).__name__}",
-            f"scvi_version:{registry['scvi_version']}",
-            f"anndata_version:{metadata.anndata_version}",
-            "scr2mae",
-        ],
+    tags = ["biology", "genomics", "single-cell", f"model_cls_name:{name}"]
+    tags += [f"scvi_version:{scvi_version}", f"anndata_version:{anndata_version}", "scr2mae"]
+    card_data = ModelCardData(license="cc-by-4.0", library_name="scvi-tools", tags=tags)
+    text = _card_text(model, reference_cells, training_data, metrics)
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{text}").save(
+        os.path.join(dir_path, MODEL_CARD_FILE)
     )
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    card.save(os.path.join(dir_path, MODEL_CARD_FILE))
 
 
 class HubMixin:
@@ -183,7 +139,8 @@ class HubMixin:
             return
         sample = None
         if not save_anndata and reference_cells and self.adata is not None:
-            sample = reference_sample(self, reference_cells)
+            layer = self.registry_["setup_args"].get("layer")
+            sample = cells_sample(self.adata, layer, reference_cells)
             saving = ("save_kwargs", "legacy_mudata_format", "datamodule")
             write_kwargs = {k: v for k, v in kwargs.items() if k not in saving}
             sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **write_kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from .._validation import check_count_matrix, check_int, check_obs_keys
 from ..data._alignment import compare_var_names, gene_identifier_columns
 from ..data._fields import CategoryField
 from ..data._panels import PanelField, panel_layout
+from ..data._training import training_datamodule
 from ..evaluation import RECONSTRUCTION_RATIOS, masked_reconstruction_score, r2mae_predictor
 from ..masking import RatioSchedule
 from ._config import resolve_options
@@ -34,8 +34,6 @@ from ._module import R2MAEModule
 from ._query import QueryMixin
 from ._surgery import n_cats_per_cov
 from ._training_plan import VALIDATION_METRIC, R2MAETrainingPlan
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["R2MAEModel", "default_max_epochs"]
 
@@ -72,8 +70,8 @@ class R2MAEModel(
 
     A gene a query did not measure is a *hidden* gene (:meth:`prepare_query_anndata`). The
     encoder is deterministic: ``n_samples > 1`` hides a small random gene set per cell and
-    sample (:attr:`R2MAEModule.sample_ratios`), the source of variation of the ``get_*``
-    methods and of differential expression.
+    sample (:attr:`R2MAEModule.sample_ratios`), the source of variation of differential
+    expression. Options are checked and resolved by :func:`scr2mae.model.resolve_options`.
 
     Parameters
     ----------
@@ -157,26 +155,19 @@ class R2MAEModel(
         # the resolved values are what the model saves (`init_params_` reads these locals), so
         # that a reloaded model or a query model keeps the reference's options
         batch_correction, visible_weight = options.batch_correction, options.visible_weight
+        widths = dict(n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers)
+        widths.update(n_layers_decoder=n_layers_decoder, dropout_rate=dropout_rate)
         self._module_kwargs = {
-            "n_hidden": n_hidden,
-            "n_latent": n_latent,
-            "n_layers": n_layers,
-            "n_layers_decoder": n_layers_decoder,
-            "dropout_rate": dropout_rate,
-            "mask_strategy": options.mask_strategy,
+            **widths,
+            **options._asdict(),
             "mask_mode": mask_mode,
-            "curriculum": options.curriculum,
             "input_transform": input_transform,
-            "batch_correction": batch_correction,
-            "batch_correction_weight": options.batch_correction_weight,
-            "visible_weight": visible_weight,
         }
         weight = options.batch_correction_weight
-        masking = f"{mask_strategy}" if options.curriculum else f"{options.mask_strategy!r}"
+        masking = mask_strategy if options.curriculum else repr(options.mask_strategy)
         self._model_summary_string = (
-            f"R2MAEModel with n_hidden: {n_hidden}, n_latent: {n_latent}, n_layers: {n_layers}, "
-            f"n_layers_decoder: {n_layers_decoder}, dropout_rate: {dropout_rate}, "
-            f"masking: {masking} ({mask_mode}), batch_correction: {batch_correction}"
+            f"R2MAEModel with {', '.join(f'{k}: {v}' for k, v in widths.items())}, masking: "
+            f"{masking} ({mask_mode}), batch_correction: {batch_correction}"
             + (f" (weight {weight:g})" if weight else "")
             + f", visible_weight: {visible_weight:g}."
         )
@@ -195,22 +186,20 @@ class R2MAEModel(
         self.init_params_ = self._get_init_params(locals())
 
     def _complete_options(self, missing: dict[str, Any]) -> None:
-        """Give a loaded model the options its file predates (see :meth:`load`)."""
+        """Give a loaded model the options its file predates (see :meth:`load`); they weigh
+        terms of the training loss, so only the module's weights of them change."""
         self.init_params_["non_kwargs"].update(missing)
-        params = {**self.init_params_["non_kwargs"], **self.init_params_["kwargs"]}
+        saved = self.init_params_["non_kwargs"]
+        names = ("mask_strategy", "batch_correction", "batch_correction_weight", "visible_weight")
         options = resolve_options(
             self.summary_stats.n_vars,
             self.summary_stats.get("n_batch", 1),
-            mask_strategy=params["mask_strategy"],
-            masking_params=params.get("masking_params"),
-            batch_correction=params["batch_correction"],
-            batch_correction_weight=params["batch_correction_weight"],
-            visible_weight=params["visible_weight"],
+            masking_params=self.init_params_["kwargs"].get("masking_params"),
+            **{name: saved[name] for name in names},
         )
-        self.module.visible_weight = options.visible_weight
-        self.module.batch_correction_weight = options.batch_correction_weight
-        self._module_kwargs["visible_weight"] = options.visible_weight
-        self._module_kwargs["batch_correction_weight"] = options.batch_correction_weight
+        for name in ("visible_weight", "batch_correction_weight"):
+            setattr(self.module, name, getattr(options, name))
+            self._module_kwargs[name] = getattr(options, name)
 
     # ------------------------------------------------------------------ data
     @classmethod
@@ -265,7 +254,7 @@ class R2MAEModel(
             genes = np.asarray(genes["state_registry"]["column_names"]).astype(str)
             compare_var_names(genes, np.asarray(adata.var_names))
         check_obs_keys(adata, **{k: v for k, v in args.items() if k != "layer"})
-        layout = panel_layout(adata)
+        layout, cats = panel_layout(adata), args["categorical_covariate_keys"]
         if check_counts:
             measured = None if layout is None else layout.measured_anywhere
             check_count_matrix(adata, args["layer"], where="setup_anndata", measured_genes=measured)
@@ -275,9 +264,7 @@ class R2MAEModel(
             LayerField(REGISTRY_KEYS.X_KEY, args["layer"], is_count_data=False),
             CategoryField(REGISTRY_KEYS.BATCH_KEY, args["batch_key"]),
             CategoryField(REGISTRY_KEYS.LABELS_KEY, args["labels_key"]),
-            CategoricalJointObsField(
-                REGISTRY_KEYS.CAT_COVS_KEY, args["categorical_covariate_keys"]
-            ),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, cats),
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, args["continuous_covariate_keys"]),
             PanelField(),  # the gene panels of a prepared query
         ]
@@ -285,14 +272,6 @@ class R2MAEModel(
         adata_manager.register_fields(adata, **kwargs)
         adata_manager.panel_layout = layout  # decoded once per manager (see `panel_layout`)
         cls.register_manager(adata_manager)
-
-    def _register_sampled(self, adata: AnnData) -> None:
-        """Register ``adata`` as the model was set up, with a sampled count check done."""
-        args = {k: v for k, v in self.registry_["setup_args"].items() if k != "layout"}
-        method_args = self._get_setup_method_args(cls=type(self), adata=adata, **args)
-        self._register_fields(
-            adata, method_args, check_counts=False, source_registry=self.registry_
-        )
 
     # ------------------------------------------------------------------ training
     def train(
@@ -335,7 +314,7 @@ class R2MAEModel(
         check_int("batch_size", batch_size, minimum=2)
         if data_loader not in ("auto", "in_memory", "on_disk", "scvi"):
             raise ValueError(
-                "`data_loader` must be 'auto', 'in_memory', 'on_disk' or 'scvi', "
+                f"`data_loader` must be 'auto', 'in_memory', 'on_disk' or 'scvi', "
                 f"got {data_loader!r}."
             )
         if plan_kwargs is not None and not isinstance(plan_kwargs, dict):
@@ -353,15 +332,18 @@ class R2MAEModel(
                 "of a prepared query); use 'auto', 'in_memory' or 'on_disk'."
             )
         made_here = datamodule is None and data_loader != "scvi"
+        if made_here and self.adata is None:
+            raise ValueError(
+                "a model without an AnnData trains from a `datamodule` (e.g. "
+                "`scr2mae.data.census_datamodule`)."
+            )
         if made_here:
-            datamodule = self._make_datamodule(data_loader, batch_size, train_size, kwargs)
-        n_obs = getattr(datamodule, "n_obs", None)
-        if n_obs is None and self.adata is not None:
-            n_obs = self.adata.n_obs
-        if max_epochs is None:
-            if n_obs is None:
-                raise ValueError("`max_epochs` must be given when training from a data module.")
-            max_epochs = default_max_epochs(n_obs)
+            manager = self.adata_manager
+            datamodule = training_datamodule(manager, data_loader, batch_size, train_size, kwargs)
+        n_obs = getattr(datamodule, "n_obs", None) or getattr(self.adata, "n_obs", None)
+        if max_epochs is None and n_obs is None:
+            raise ValueError("`max_epochs` must be given when training from a data module.")
+        max_epochs = default_max_epochs(n_obs) if max_epochs is None else max_epochs
         kwargs.update(
             {"train_size": train_size} if datamodule is None else {"datamodule": datamodule}
         )
@@ -376,33 +358,6 @@ class R2MAEModel(
         if made_here and hasattr(datamodule, "tensors"):
             datamodule.tensors = None  # the trainer keeps the data module; free its tensors
         return out
-
-    def _make_datamodule(self, data_loader, batch_size, train_size, kwargs):
-        """The in-memory or on-disk data module for ``train()``."""
-        if self.adata is None:
-            raise ValueError(
-                "a model without an AnnData trains from a `datamodule` (e.g. "
-                "`scr2mae.data.census_datamodule`)."
-            )
-        from ..data._inmemory import InMemoryDataModule
-        from ..data._ondisk import OnDiskDataModule, is_on_disk
-
-        split = {
-            "train_size": train_size,
-            "validation_size": kwargs.pop("validation_size", None),
-            "shuffle_set_split": kwargs.pop("shuffle_set_split", True),
-        }
-        for unused in ("load_sparse_tensor", "datasplitter_kwargs"):
-            if kwargs.pop(unused, None):
-                raise ValueError(f"`{unused}` is an option of data_loader='scvi' only.")
-        backed = is_on_disk(self.adata)
-        if data_loader == "in_memory" and backed:
-            raise ValueError(
-                "data_loader='in_memory' needs the AnnData in memory; this one is backed "
-                "(use 'on_disk', or `adata.to_memory()`)."
-            )
-        module_cls = OnDiskDataModule if backed or data_loader == "on_disk" else InMemoryDataModule
-        return module_cls(self.adata_manager, batch_size=batch_size, **split)
 
     def _make_data_loader(
         self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None, **kw
@@ -444,12 +399,9 @@ class R2MAEModel(
         )
 
     def get_reconstruction_error(self, *args, **kwargs) -> dict[str, float]:
-        """:meth:`scvi.model.base.VAEMixin.get_reconstruction_error` at the validation masks.
-
-        Each cell hides the genes of its fixed validation mask
-        (:func:`scr2mae.masking.hashed_mask`); ``reconstruction_loss`` is the NB negative
-        log-likelihood per masked, measured entry, averaged over cells (lower is better).
-        """
+        """:meth:`scvi.model.base.VAEMixin.get_reconstruction_error` at the validation masks
+        (:meth:`scr2mae.masking.Masker.validation`): ``reconstruction_loss`` is the NB NLL per
+        masked, measured entry, averaged over cells (lower is better)."""
         return super().get_reconstruction_error(
             *args, inference_kwargs={"masking": "validation"}, **kwargs
         )
@@ -480,14 +432,12 @@ class R2MAEModel(
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
-        counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        layout = panel_layout(manager)
-        panels = None
+        counts, layout = manager.get_from_registry(REGISTRY_KEYS.X_KEY), panel_layout(manager)
+        codes = None if layout is None else layout.codes
         if indices is not None:
-            counts = counts[np.asarray(indices)]
-        if layout is not None:
-            codes = layout.codes if indices is None else layout.codes[np.asarray(indices)]
-            panels = (codes, layout.masks)
+            rows = np.asarray(indices)
+            counts, codes = counts[rows], None if codes is None else codes[rows]
+        panels = None if layout is None else (codes, layout.masks)
         return masked_reconstruction_score(
             counts,
             r2mae_predictor(self, adata, indices),

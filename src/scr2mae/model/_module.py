@@ -10,12 +10,12 @@ from scvi.distributions import NegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 from .._validation import check_int
 from ..data._panels import MEASURED_KEY
 from ..masking import Masker, RatioSchedule, resolve_masking
-from ._batch_correction import BatchClassifier, batch_mmd
+from ._batch_correction import BatchClassifier, batch_correction_loss
 from ._config import resolve_options
 from ._likelihood import MaskedNLL, masked_columns, masked_nll, scored_mean
 
@@ -37,32 +37,22 @@ class R2MAEModule(BaseModuleClass):
     :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder exactly as a
     masked gene does in training (a zero in the masked input) and never enters a loss or a score.
 
-    **Library size of cells with unmeasured genes.** In training, the library the decoder reads
-    is the cell's total over *all* genes, the masked ones included. For a cell that lacks some
-    genes the observed sum covers only part of that total, so the module estimates it as
-    ``observed sum / coverage``, where ``coverage`` is the share of the cell's expression the
-    decoder itself places on the measured genes (one decoder pass from the observed sum, then
-    another with the corrected library); with every gene measured the correction is exactly 1.
-    Set :attr:`estimate_unmeasured_library` to ``False`` to use the observed sum instead.
+    **Library size of cells with unmeasured genes.** The decoder is trained on each cell's
+    total over *all* genes, so for a cell that lacks genes :meth:`generative` estimates it as
+    ``observed sum / coverage``, the share of the cell's expression the decoder places on the
+    measured genes (exactly 1 with every gene measured; :attr:`estimate_unmeasured_library`).
 
     Parameters
     ----------
     n_input, n_batch, n_continuous_cov, n_cats_per_cov
         Genes, batches (0 or 1: no batch covariate), continuous covariates, and the categories
         of each extra categorical covariate.
-    mask_strategy
-        A :class:`~scr2mae.masking.RatioSchedule` or a strategy name.
-    curriculum
-        ``None``, or ``(strategy, params)`` naming a curriculum of
-        :func:`~scr2mae.masking.get_curriculum`; its discrete ratios replace ``mask_strategy``
-        and its Sinkhorn weights weight the training loss.
-    n_hidden, n_latent, n_layers, n_layers_decoder, dropout_rate
+    mask_strategy, curriculum, batch_correction, batch_correction_weight, visible_weight
+        Resolved by :func:`~scr2mae.model.resolve_options` (``curriculum``: ``(name, params)``
+        of a curriculum strategy). ``visible_weight`` is 0 here, the paper's objective;
+        :class:`~scr2mae.R2MAEModel` passes its own default.
+    n_hidden, n_latent, n_layers, n_layers_decoder, dropout_rate, mask_mode, input_transform
         As in :class:`~scr2mae.R2MAEModel`.
-    mask_mode, input_transform, batch_correction, batch_correction_weight
-        As in :class:`~scr2mae.R2MAEModel`.
-    visible_weight
-        Weight of the visible entries' NB likelihood in the training loss (see :meth:`loss`);
-        0 here, the paper's objective. :class:`~scr2mae.R2MAEModel` passes its own default.
     """
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
@@ -251,37 +241,20 @@ class R2MAEModule(BaseModuleClass):
         masking: bool | str | None = None,
         measured: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Encode (optionally masked) counts.
+        """Encode counts ``x`` ``(cells, genes)`` with the covariates, hiding a mask.
 
-        Parameters
-        ----------
-        x
-            Counts, ``(cells, genes)``.
-        batch_index, cont_covs, cat_covs
-            Covariates as registered.
-        n_samples
-            Latent samples per cell (a leading sample axis when above 1). A deterministic
-            encoder draws them by hiding random gene sets (:meth:`scr2mae.masking.Masker.sample`
-            at :attr:`sample_ratios`); the ``"variational"`` encoder samples its posterior.
-        mask
-            Boolean mask (``True`` = hidden), used as given.
-        masking
-            Which mask to draw when ``mask`` is ``None``: ``"train"`` (from the schedule),
-            ``"validation"`` (:meth:`scr2mae.masking.Masker.validation`: the same mask for a
-            cell every time), ``"none"``, or ``None`` for ``"train"`` in training mode and no
-            mask otherwise. ``True`` and ``False`` mean ``"train"`` and ``"none"``.
-        measured
-            Boolean ``(cells, genes)``, ``False`` for genes a cell did not measure (what the
-            data loaders pass for the panels of a prepared query), or ``None``: every gene is
-            measured. NaN entries of ``x`` are unmeasured too when ``measured`` is given or
-            ``x`` is on the CPU; on an accelerator, pass ``measured``.
+        ``mask`` (``True`` = hidden) is used as given; else ``masking`` picks it: ``"train"``
+        (:meth:`draw_mask`), ``"validation"`` (:meth:`scr2mae.masking.Masker.validation`, the
+        same for a cell every time), ``"none"``, or ``None``: ``"train"`` while training, else
+        none. ``n_samples > 1`` gives a leading sample axis: the deterministic encoder hides
+        random genes per cell and sample (:meth:`scr2mae.masking.Masker.sample` at
+        :attr:`sample_ratios`), the ``"variational"`` one samples its posterior. ``measured``
+        is ``False`` for genes a cell did not measure (the data loaders' panel masks; ``None``:
+        all); NaN entries of ``x`` are unmeasured too (on an accelerator, pass ``measured``).
 
-        Returns
-        -------
-        Dictionary with the latent code ``z``, the posterior ``qz`` (a point mass at ``z`` for
-        the deterministic encoder), the counts ``x`` (unmeasured entries zeroed), the observed
-        ``library`` (sum over measured genes), the ``mask`` (``None`` when not masking), the
-        ``measured`` entries (``None`` when all are), and the mask's ratio, index and step.
+        Returns ``z``, the posterior ``qz`` (a point mass for the deterministic encoder), ``x``
+        with unmeasured entries zeroed, the observed ``library``, the ``mask``, the
+        ``measured`` entries (``None``: all) and the mask's ratio, index and step.
         """
         if masking is None:
             masking = "train" if self.training else "none"
@@ -441,7 +414,7 @@ class R2MAEModule(BaseModuleClass):
     def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
         """Mean NB negative log-likelihood of the masked, measured entries (appendix C.8), plus
         ``visible_weight`` × that of the visible, measured entries while training, plus the
-        batch-correction term (:meth:`batch_correction_loss`).
+        batch-correction term (:func:`~scr2mae.model._batch_correction.batch_correction_loss`).
 
         ``reconstruction_loss`` is each cell's mean NLL over its scored entries (what
         :meth:`~scr2mae.R2MAEModel.get_reconstruction_error` reports); ``extra_metrics`` carry
@@ -459,7 +432,9 @@ class R2MAEModule(BaseModuleClass):
             visible = ~mask.expand(nll.shape) if measured is None else ~mask & measured
             extra["visible_nll"] = scored_mean(nll, visible).mean
             loss = loss + self.visible_weight * extra["visible_nll"]
-        batch_term = self.batch_correction_loss(inference_outputs, tensors)
+        batch_term = batch_correction_loss(
+            self, inference_outputs, tensors.get(REGISTRY_KEYS.BATCH_KEY)
+        )
         if batch_term is not None:
             extra["batch_correction_loss"] = batch_term
             loss = loss + batch_term
@@ -469,27 +444,3 @@ class R2MAEModule(BaseModuleClass):
             n_obs_minibatch=nll.shape[-2],
             extra_metrics={name: value.detach() for name, value in extra.items()},
         )
-
-    def batch_correction_loss(self, inference_outputs: dict, tensors: dict) -> torch.Tensor | None:
-        """The weighted batch term on the latent code, or ``None`` when there is none.
-
-        ``"mmd"``: ``batch_correction_weight`` × the Gaussian-kernel MMD between each batch and
-        the rest of the mini-batch. ``"adversarial"``: the batch classifier's cross-entropy,
-        whose gradient reaches the encoder reversed and multiplied by the weight.
-        ``"variational"``: the weight × the mean KL divergence of the cells' posteriors from
-        N(0, I), divided by the expected number of masked genes per cell (a fixed scale, so
-        that the KL weight does not move with the drawn ratio).
-        """
-        z, batch_index = inference_outputs["z"], tensors.get(REGISTRY_KEYS.BATCH_KEY)
-        weight = self.batch_correction_weight
-        if self.batch_correction == "variational":
-            qz = inference_outputs["qz"]
-            prior = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
-            low, high = self.masker.schedule.bounds()
-            kl = weight * kl_divergence(qz, prior).sum(dim=-1)
-            return kl.mean() / (self.n_input * 0.5 * (low + high))
-        if batch_index is None or self.batch_correction not in ("adversarial", "mmd"):
-            return None
-        if self.batch_correction == "mmd":
-            return weight * batch_mmd(z, batch_index, self.n_batch)
-        return self.batch_classifier.adversarial_loss(z, batch_index, weight)

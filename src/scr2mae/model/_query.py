@@ -8,11 +8,10 @@ from typing import Literal
 
 import numpy as np
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 
 from .._validation import check_count_sample
 from ..data._alignment import align_to_genes, compare_var_names
-from ..data._fields import unknown_values
+from ..data._fields import check_categories
 from ..data._panels import panel_layout
 from ._surgery import align_first_layers, n_cats_per_cov
 
@@ -47,6 +46,7 @@ class QueryMixin:
             where="R2MAEModel",
             measured_genes=None if layout is None else layout.measured_anywhere,
         )
+        unseen_batches = check_categories(self.registry_, adata, self.module.batch_correction)
         if self.adata_manager is None:
             # a model loaded without an AnnData adopts this one, as scvi-tools' does, registered
             # without the whole-matrix check that the sample above stands in for
@@ -55,7 +55,7 @@ class QueryMixin:
             self._adata_manager = self._get_most_recent_anndata_manager(adata, required=True)
             self._register_manager_for_instance(self.adata_manager)
             return adata
-        if not self._check_categories(adata):
+        if not unseen_batches:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         if adata.is_view:
             adata = adata.copy() if copy_if_view else adata
@@ -63,33 +63,13 @@ class QueryMixin:
         self._register_manager_for_instance(manager)
         return adata
 
-    def _check_categories(self, adata: AnnData) -> bool:
-        """Refuse unseen categories the encoder reads; ``True`` if only unseen batches remain."""
-        setup = self.registry_["setup_args"]
-        fields = self.registry_["field_registries"]
-        columns = {setup.get("batch_key"): fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]}
-        mappings = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-        for key in setup.get("categorical_covariate_keys") or []:
-            columns[key] = {"categorical_mapping": mappings["mappings"][key]}
-        blind = self.module.batch_correction != "none"
-        unseen_batches = False
-        for key, state in columns.items():
-            if key is None or key not in adata.obs.columns:
-                continue
-            known = {str(v) for v in state["categorical_mapping"]}
-            candidates = unknown_values(adata.obs[key], state["categorical_mapping"])
-            unseen = sorted({str(v) for v in candidates} - known)
-            if unseen and blind and key == setup.get("batch_key"):
-                unseen_batches = True
-            elif unseen:
-                raise ValueError(
-                    f"`.obs[{key!r}]` has value(s) the model was not trained on: {unseen[:5]}. "
-                    "The model has no weights for them: add them with "
-                    "`R2MAEModel.load_query_data(adata, model)` and `train()` on the query, set "
-                    f"the column to a training value ({sorted(known)[:5]}), or train with a "
-                    "batch-blind encoder (`batch_correction` other than 'none')."
-                )
-        return unseen_batches
+    def _register_sampled(self, adata: AnnData) -> None:
+        """Register ``adata`` as the model was set up, with a sampled count check done."""
+        args = {k: v for k, v in self.registry_["setup_args"].items() if k != "layout"}
+        method_args = self._get_setup_method_args(cls=type(self), adata=adata, **args)
+        self._register_fields(
+            adata, method_args, check_counts=False, source_registry=self.registry_
+        )
 
     @classmethod
     def prepare_query_anndata(

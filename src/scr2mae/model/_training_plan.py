@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from scvi.train import TrainingPlan
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 
 __all__ = ["PAPER_OPTIMIZER", "VALIDATION_METRIC", "R2MAETrainingPlan"]
 
@@ -18,6 +18,24 @@ VALIDATION_METRIC = "masked_nll_validation"
 
 # extra metrics of the module summed over entries rather than averaged over cells
 _SUMMED = ("scored_nll_sum", "scored_entries")
+
+
+class PerEntryMean(Metric):
+    """A sum over an epoch divided by the number of entries it covers (the NLL per entry)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("entries", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, total: torch.Tensor, entries: torch.Tensor) -> None:
+        self.total += total.float()
+        self.entries += entries.float()
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.entries.clamp_min(1.0)
 
 
 def _fusable(optimizer_cls, params: list) -> bool:
@@ -38,14 +56,11 @@ class R2MAETrainingPlan(TrainingPlan):
 
     Differences from :class:`scvi.train.TrainingPlan`:
 
-    * **Defaults** are the paper's Adam settings (:data:`PAPER_OPTIMIZER`); every
-      optimiser argument of scvi-tools' plan (``lr``, ``weight_decay``, ``eps``,
-      ``optimizer``, ``reduce_lr_on_plateau``, …) is taken through ``plan_kwargs``.
-    * **A validation loss that measures the model.** Validation cells are scored at fixed
-      masks (:func:`scr2mae.masking.hashed_mask`: each cell always hides the same genes, at
-      one of five ratios spanning the schedule's range), and ``masked_nll_validation`` is the
-      mean NB negative log-likelihood per masked entry. Early stopping and the learning-rate
-      plateau (``lr_scheduler_metric``) monitor it (:data:`VALIDATION_METRIC`).
+    * **Defaults** are the paper's Adam settings (:data:`PAPER_OPTIMIZER`); every argument of
+      scvi-tools' plan (``lr``, ``optimizer``, ``reduce_lr_on_plateau``, …) is taken.
+    * **A validation loss that measures the model**: ``masked_nll_validation``, the NB NLL per
+      masked entry at fixed masks (:meth:`scr2mae.masking.Masker.validation`), which early
+      stopping and the learning-rate plateau monitor (:data:`VALIDATION_METRIC`).
     * **Epoch metrics, no host read per step** (:meth:`compute_and_log_metrics`):
       ``train_loss``, ``masked_nll_train`` (per masked entry, at the drawn masks),
       ``masked_fraction_train``, ``visible_nll_train``, ``batch_correction_loss_train`` and
@@ -55,46 +70,16 @@ class R2MAETrainingPlan(TrainingPlan):
       ``total_steps`` gets ``trainer.estimated_stepping_batches`` when fitting starts, so it
       ends with training whatever data module, batch size or number of devices is used.
     * **Fused optimiser.** ``"Adam"`` and ``"AdamW"`` use torch's fused kernel when every
-      parameter is on one CPU or CUDA device (``fused=True``: the same update, one pass over
-      each parameter instead of about ten).
-    * **Curriculum generator without weight decay.** The curriculum's warm-up sets the
-      generator's gradient coefficient to zero; with no weight decay on its parameter group,
-      Adam then leaves the generator exactly unchanged, without any host-side check of the
-      step.
-
-    Parameters
-    ----------
-    module
-        The :class:`~scr2mae.R2MAEModule`.
-    optimizer, lr, weight_decay, eps
-        Adam settings (defaults: :data:`PAPER_OPTIMIZER`).
-    **kwargs
-        Other arguments of :class:`scvi.train.TrainingPlan`.
+      parameter is on one CPU or CUDA device (the same update, one pass over each parameter).
+    * **Curriculum generator without weight decay**, so that during the warm-up (a zero
+      gradient coefficient) Adam leaves it exactly unchanged with no host-side step check.
     """
 
-    def __init__(
-        self,
-        module,
-        *,
-        optimizer: str = PAPER_OPTIMIZER["optimizer"],
-        lr: float = PAPER_OPTIMIZER["lr"],
-        weight_decay: float = PAPER_OPTIMIZER["weight_decay"],
-        eps: float = PAPER_OPTIMIZER["eps"],
-        lr_scheduler_metric: str = VALIDATION_METRIC,
-        **kwargs,
-    ):
-        super().__init__(
-            module,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            eps=eps,
-            lr_scheduler_metric=lr_scheduler_metric,
-            **kwargs,
-        )
-        self.masked_nll_metrics = torch.nn.ModuleDict(
-            {f"masked_nll_{m}": MeanMetric(nan_strategy="disable") for m in ("train", "validation")}
-        )
+    def __init__(self, module, **kwargs):
+        defaults = {**PAPER_OPTIMIZER, "lr_scheduler_metric": VALIDATION_METRIC}
+        super().__init__(module, **{**defaults, **kwargs})
+        names = ("masked_nll_train", "masked_nll_validation")
+        self.masked_nll_metrics = torch.nn.ModuleDict({name: PerEntryMean() for name in names})
 
     # ------------------------------------------------------------------ schedule
     def on_fit_start(self) -> None:
@@ -107,15 +92,15 @@ class R2MAETrainingPlan(TrainingPlan):
     # ------------------------------------------------------------------ metrics
     def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
         """Log the loss and the scalar extra metrics as epoch means over cells, and the masked
-        NLL per scored entry (a weighted :class:`torchmetrics.MeanMetric`): no host read."""
+        NLL per scored entry (:class:`PerEntryMean`): no host read."""
         n = loss_output.n_obs_minibatch
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self.use_sync_dist}
         name = "train_loss" if mode == "train" else "validation_loss"
         self.log(name, loss_output.loss.detach(), **log)
         extras = loss_output.extra_metrics
-        entries = extras["scored_entries"]
-        mean_nll = extras["scored_nll_sum"] / entries.clamp_min(1.0)
-        self.masked_nll_metrics[f"masked_nll_{mode}"].update(mean_nll, entries)
+        self.masked_nll_metrics[f"masked_nll_{mode}"].update(
+            extras["scored_nll_sum"], extras["scored_entries"]
+        )
         self.log(f"masked_nll_{mode}", self.masked_nll_metrics[f"masked_nll_{mode}"], **log)
         for key, value in extras.items():
             if key not in _SUMMED and torch.is_tensor(value) and value.dim() == 0:

@@ -1,0 +1,29 @@
+"""The data module that trains a model on an AnnData: in memory, or read from disk."""
+
+from __future__ import annotations
+
+from ._inmemory import InMemoryDataModule
+from ._ondisk import OnDiskDataModule, is_on_disk
+
+__all__ = ["training_datamodule"]
+
+
+def training_datamodule(adata_manager, data_loader: str, batch_size: int, train_size, kwargs):
+    """:class:`InMemoryDataModule` or, for a backed AnnData or ``data_loader="on_disk"``,
+    :class:`OnDiskDataModule`; the split options are taken out of ``kwargs``."""
+    split = {
+        "train_size": train_size,
+        "validation_size": kwargs.pop("validation_size", None),
+        "shuffle_set_split": kwargs.pop("shuffle_set_split", True),
+    }
+    for unused in ("load_sparse_tensor", "datasplitter_kwargs"):
+        if kwargs.pop(unused, None):
+            raise ValueError(f"`{unused}` is an option of data_loader='scvi' only.")
+    backed = is_on_disk(adata_manager.adata)
+    if data_loader == "in_memory" and backed:
+        raise ValueError(
+            "data_loader='in_memory' needs the AnnData in memory; this one is backed "
+            "(use 'on_disk', or `adata.to_memory()`)."
+        )
+    module_cls = OnDiskDataModule if backed or data_loader == "on_disk" else InMemoryDataModule
+    return module_cls(adata_manager, batch_size=batch_size, **split)
