@@ -31,12 +31,15 @@ LIBRARY_LOGGERS = (
 )
 
 
-def mode_parser(description: str, *, quick: str, smoke: str) -> argparse.ArgumentParser:
+def mode_parser(
+    description: str, *, quick: str, smoke: str = "tiny configuration for tests"
+) -> argparse.ArgumentParser:
     """A parser with the mutually exclusive ``--quick`` and ``--smoke`` flags.
 
+    The first line of ``description`` (a script passes its ``__doc__``) describes the script;
     ``quick`` and ``smoke`` are the flags' help texts; without either flag the run is "full".
     """
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help=quick)
     mode.add_argument("--smoke", action="store_true", help=smoke)

@@ -39,6 +39,18 @@ def parse_args(description: str, argv=None, extra=None) -> argparse.Namespace:
     return args
 
 
+def risk_axes(ax, heading: str, top: float, **legend) -> None:
+    """Frame a panel of normalised risk against the masking ratio: the null risk (1) dotted,
+    y from 0 to ``top``, the axis labels, the title ``heading`` and a small legend (``legend``
+    holds its options)."""
+    ax.axhline(1.0, color="0.5", ls=":", lw=0.8)
+    ax.set_ylim(0.0, top)
+    ax.set_xlabel("masking ratio p")
+    ax.set_ylabel("normalised test risk")
+    ax.set_title(heading)
+    ax.legend(fontsize="small", **legend)
+
+
 def simulate_on_grid(cov, beta, n_samples: int, grid, noise_var: float, repeats: int, seed: int):
     """Monte-Carlo risk of ``beta`` under ``cov`` at every fixed masking ratio of ``grid``.
 

@@ -11,8 +11,8 @@ Writes ``fig1bcd_spiked.png`` and ``fig1bcd_spiked.md``.
 
 from __future__ import annotations
 
+import _linear_theory_common as common
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
 from scr2mae.theory import (
@@ -35,13 +35,13 @@ def settings(mode: str):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
+    args = common.parse_args(__doc__.splitlines()[0], argv)
     d, n, grid, strengths, repeats = settings(args.mode)
     cov, u = spiked_covariance(d, SPIKE, direction="random", seed=0)
     fine = np.linspace(0.02, 0.9, 12 if args.smoke else 177)
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     ax_b, ax_c, ax_d = fig.subplots(1, 3)
-    progress = Progress(len(strengths) + 1, "fig1bcd")
+    progress = common.Progress(len(strengths) + 1, "fig1bcd")
     rows, sim_opt = [], {}
     for alpha in strengths:
         beta = spiked_signal(u, alpha, seed=1)
@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
         at_grid = spiked_risk(
             grid, n_features=d, n_samples=n, spike=SPIKE, strength=alpha, noise_var=NOISE_VAR
         )
-        sim = simulate_on_grid(cov, beta, n, grid, NOISE_VAR, repeats, seed=2)
+        sim = common.simulate_on_grid(cov, beta, n, grid, NOISE_VAR, repeats, seed=2)
         sim_norm = sim.mean / sim.null_risk
         sim_opt[alpha] = float(grid[np.argmin(sim.mean)])
         (line,) = ax_b.plot(fine, curve.normalized_risk, lw=1.2, label=f"alpha={alpha:g}")
@@ -67,12 +67,7 @@ def main(argv=None) -> dict:
         for p, t, m in zip(grid, at_grid.normalized_risk, sim_norm, strict=True):
             rows.append([float(alpha), float(p), float(t), float(m), float(m / t)])
         progress.step(f"alpha={alpha:g}: simulated optimum {sim_opt[alpha]:g}")
-    ax_b.axhline(1.0, color="0.5", ls=":", lw=0.8)
-    ax_b.set_ylim(0.0, 1.6)
-    ax_b.set_xlabel("masking ratio p")
-    ax_b.set_ylabel("normalised test risk")
-    ax_b.set_title(f"B: spiked, theta={SPIKE:g}, d={d}, n={n}")
-    ax_b.legend(fontsize="small")
+    common.risk_axes(ax_b, f"B: spiked, theta={SPIKE:g}, d={d}, n={n}", 1.6)
 
     alphas = np.linspace(0.0, 1.0, 41)
     optimum = {}
@@ -94,7 +89,8 @@ def main(argv=None) -> dict:
     both = np.stack([aligned, orthogonal], axis=1)
     theory_mag = deterministic_prediction_norm(fine, cov, both, n_samples=n, noise_var=NOISE_VAR)
     sims = [
-        simulate_on_grid(cov, b, n, grid, NOISE_VAR, repeats, seed=3) for b in (aligned, orthogonal)
+        common.simulate_on_grid(cov, b, n, grid, NOISE_VAR, repeats, seed=3)
+        for b in (aligned, orthogonal)
     ]
     sim_disparity = sims[0].prediction_norm2.mean(1) / sims[1].prediction_norm2.mean(1)
     rel = [s.prediction_norm2.mean(1) / s.null_risk for s in sims]
@@ -110,7 +106,7 @@ def main(argv=None) -> dict:
 
     at_grid_mag = deterministic_prediction_norm(grid, cov, both, n_samples=n, noise_var=NOISE_VAR)
     theory_disp = at_grid_mag[:, 0] / at_grid_mag[:, 1]
-    write_report(
+    common.write_report(
         args.out / "fig1bcd_spiked.md",
         "Figs. 1B-D: spiked covariance",
         {
@@ -126,11 +122,11 @@ def main(argv=None) -> dict:
         [
             (
                 "B: normalised risk",
-                md_table(["alpha", "p", "Corollary 1", "simulation", "sim / theory"], rows),
+                common.md_table(["alpha", "p", "Corollary 1", "simulation", "sim / theory"], rows),
             ),
             (
                 "C: optimal ratio (theory)",
-                md_table(
+                common.md_table(
                     ["alpha"] + [f"theta={t:g}" for t in optimum],
                     [
                         [float(a)] + [float(optimum[t][i]) for t in optimum]
@@ -141,14 +137,14 @@ def main(argv=None) -> dict:
             ),
             (
                 "C: simulated optimum",
-                md_table(
+                common.md_table(
                     ["alpha", "argmin over the simulated grid"],
                     [[float(a), v] for a, v in sim_opt.items()],
                 ),
             ),
             (
                 "D: magnitude disparity",
-                md_table(
+                common.md_table(
                     [
                         "p",
                         "aligned / orthogonal (theory)",

@@ -10,8 +10,8 @@ Writes ``fig1e_general.png`` and ``fig1e_general.md``.
 
 from __future__ import annotations
 
+import _linear_theory_common as common
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
 from scr2mae.theory import (
@@ -40,13 +40,13 @@ def settings(mode: str):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
+    args = common.parse_args(__doc__.splitlines()[0], argv)
     d, n, grid, quantiles, repeats = settings(args.mode)
     # theory curve resolution (one eigendecomposition per ratio); coarse in smoke mode
     fine = np.round(np.arange(0.02, 0.9, 0.1 if args.smoke else 0.01), 2)
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     axes = fig.subplots(1, len(MODELS))
-    progress = Progress(len(MODELS), "fig1e")
+    progress = common.Progress(len(MODELS), "fig1e")
     rows, optima = [], []
     for ax, (name, make) in zip(axes, MODELS.items(), strict=True):
         cov = make(d, seed=0)
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
         theory = deterministic_risk(fine, cov, signals, n_samples=n, noise_var=NOISE_VAR)
         at_grid = deterministic_risk(grid, cov, signals, n_samples=n, noise_var=NOISE_VAR)
         for j, q in enumerate(quantiles):
-            sim = simulate_on_grid(cov, signals[:, j], n, grid, NOISE_VAR, repeats, seed=1)
+            sim = common.simulate_on_grid(cov, signals[:, j], n, grid, NOISE_VAR, repeats, seed=1)
             (line,) = ax.plot(fine, theory.normalized_risk[:, j], lw=1.2, label=f"q={q:g}")
             ax.plot(grid, sim.normalized_mean, "o", ms=3, color=line.get_color())
             for p, t, m in zip(
@@ -72,15 +72,10 @@ def main(argv=None) -> dict:
                     float(np.min(sim.normalized_mean)),
                 ]
             )
-        ax.axhline(1.0, color="0.5", ls=":", lw=0.8)
-        ax.set_ylim(0.0, 1.6)
-        ax.set_title(f"{name} spectrum, d={d}, n={n}")
-        ax.set_xlabel("masking ratio p")
-        ax.set_ylabel("normalised test risk")
-        ax.legend(fontsize="small", title="eigenvalue quantile")
+        common.risk_axes(ax, f"{name} spectrum, d={d}, n={n}", 1.6, title="eigenvalue quantile")
         progress.step(name)
     fig.savefig(args.out / "fig1e_general.png", dpi=120)
-    write_report(
+    common.write_report(
         args.out / "fig1e_general.md",
         "Fig. 1E: general covariance models",
         {
@@ -95,7 +90,7 @@ def main(argv=None) -> dict:
         [
             (
                 "Optimal ratios",
-                md_table(
+                common.md_table(
                     [
                         "model",
                         "quantile",
@@ -110,7 +105,9 @@ def main(argv=None) -> dict:
             ),
             (
                 "Normalised risk per ratio",
-                md_table(["model", "quantile", "p", "theory", "simulation", "sim / theory"], rows),
+                common.md_table(
+                    ["model", "quantile", "p", "theory", "simulation", "sim / theory"], rows
+                ),
             ),
         ],
     )

@@ -10,8 +10,8 @@ Two model draws are shown, as in Figs. 1G and 4. Writes ``fig1g_two_plateaus.png
 
 from __future__ import annotations
 
+import _linear_theory_common as common
 import numpy as np
-from _linear_theory_common import Progress, md_table, parse_args, simulate_on_grid, write_report
 from matplotlib.figure import Figure
 
 from scr2mae.theory import deterministic_risk, two_plateau_model
@@ -30,19 +30,19 @@ def settings(mode: str):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
+    args = common.parse_args(__doc__.splitlines()[0], argv)
     d, rank, n, grid, repeats = settings(args.mode)
     # theory curve resolution (one eigendecomposition per ratio); coarse in smoke mode
     fine = np.round(np.arange(0.02, 0.97, 0.1 if args.smoke else 0.01), 2)
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
-    progress = Progress(len(SEEDS), "fig1g")
+    progress = common.Progress(len(SEEDS), "fig1g")
     rows, summary = [], []
     for seed in SEEDS:
         cov, beta = two_plateau_model(d, rank=rank, spike=SPIKE, seed=seed)
         theory = deterministic_risk(fine, cov, beta, n_samples=n, noise_var=NOISE_VAR)
         at_grid = deterministic_risk(grid, cov, beta, n_samples=n, noise_var=NOISE_VAR)
-        sim = simulate_on_grid(cov, beta, n, grid, NOISE_VAR, repeats, seed=seed + 10)
+        sim = common.simulate_on_grid(cov, beta, n, grid, NOISE_VAR, repeats, seed=seed + 10)
         (line,) = ax.plot(fine, theory.normalized_risk, lw=1.2, label=f"model draw {seed}")
         ax.errorbar(
             grid,
@@ -60,14 +60,9 @@ def main(argv=None) -> dict:
         for p, t, m in zip(grid, at_grid.normalized_risk, sim.normalized_mean, strict=True):
             rows.append([seed, float(p), float(t), float(m)])
         progress.step(f"draw {seed}: optimum {theory.optimal_ratio:g}")
-    ax.axhline(1.0, color="0.5", ls=":", lw=0.8)
-    ax.set_ylim(0.0, 1.4)
-    ax.set_xlabel("masking ratio p")
-    ax.set_ylabel("normalised test risk")
-    ax.set_title(f"low-rank latent model: d={d}, rank={rank}, n={n}")
-    ax.legend(fontsize="small")
+    common.risk_axes(ax, f"low-rank latent model: d={d}, rank={rank}, n={n}", 1.4)
     fig.savefig(args.out / "fig1g_two_plateaus.png", dpi=120)
-    write_report(
+    common.write_report(
         args.out / "fig1g_two_plateaus.md",
         "Figs. 1G / 4: low-rank latent model",
         {
@@ -82,9 +77,11 @@ def main(argv=None) -> dict:
         [
             (
                 "Near-optimal plateau (theory, within 0.02 of the minimum)",
-                md_table(["draw", "optimal p", "min risk", "plateau from", "plateau to"], summary),
+                common.md_table(
+                    ["draw", "optimal p", "min risk", "plateau from", "plateau to"], summary
+                ),
             ),
-            ("Normalised risk", md_table(["draw", "p", "theory", "simulation"], rows)),
+            ("Normalised risk", common.md_table(["draw", "p", "theory", "simulation"], rows)),
         ],
     )
     return {"rows": rows, "summary": summary}

@@ -550,11 +550,7 @@ def plot(results: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; print and write its tables; return the results and the truth."""
-    parser = tail.mode_parser(
-        __doc__.splitlines()[0],
-        quick="1 seed, 50 epochs (minutes)",
-        smoke="tiny configuration for tests",
-    )
+    parser = tail.mode_parser(__doc__, quick="1 seed, 50 epochs (minutes)")
     parser.add_argument("--designs", nargs="+", default=None, help="default: the mode's")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--n-seeds", type=int, default=None, help="default: the mode's")

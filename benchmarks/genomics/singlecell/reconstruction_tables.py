@@ -337,7 +337,7 @@ def plot(scores: pd.DataFrame, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; return the long ``scores`` and ``probes`` tables."""
     parser = tail.mode_parser(
-        __doc__.splitlines()[0],
+        __doc__,
         quick="1 seed, 20 epochs, widths 128/32",
         smoke="tiny: 250 PBMCs, 2 models, 2 epochs",
     )

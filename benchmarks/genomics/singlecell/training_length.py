@@ -524,9 +524,7 @@ def plot(summary, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; return ``runs``, ``summary``, ``paired`` and ``curves`` tables."""
     parser = tail.mode_parser(
-        __doc__.splitlines()[0],
-        quick="two small datasets, minutes",
-        smoke="tiny synthetic data, seconds",
+        __doc__, quick="two small datasets, minutes", smoke="tiny synthetic data, seconds"
     )
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--lengths", nargs="+", type=int, default=None, help="fixed epochs")

@@ -615,11 +615,7 @@ def plot(label: pd.DataFrame, imputation: pd.DataFrame, library: pd.DataFrame, p
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark; print and write its tables; return them."""
-    parser = tail.mode_parser(
-        __doc__.splitlines()[0],
-        quick="2-core CPU configuration (minutes)",
-        smoke="tiny configuration for tests",
-    )
+    parser = tail.mode_parser(__doc__, quick="2-core CPU configuration (minutes)")
     parser.add_argument("--datasets", nargs="+", default=["pbmc68k", "synthetic"])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--seed", type=int, default=0, help="first seed")

@@ -18,8 +18,6 @@ from sklearn.preprocessing import StandardScaler
 from .._validation import check_int
 
 __all__ = [
-    "CLASSIFICATION_METRICS",
-    "REGRESSION_METRICS",
     "LinearProbeResult",
     "cap_cells_per_donor",
     "donor_level_auroc",

@@ -17,52 +17,23 @@ package provides
   masking range.
 """
 
-from ._closed_form import isotropic_risk, spiked_fixed_point, spiked_risk
-from ._covariances import (
-    beta_spectrum_covariance,
-    eigenvector_signal,
-    isotropic_covariance,
-    latent_space_covariance,
-    random_signal,
-    spectrum_covariance,
-    spiked_covariance,
-    spiked_signal,
-    two_plateau_model,
-    uniform_spectrum_covariance,
-)
-from ._deterministic import (
-    deterministic_prediction_norm,
-    deterministic_risk,
-    masked_covariance,
-    masked_target,
-    solve_fixed_point,
-)
-from ._risk import RiskCurve
-from ._simulate import SimulationResult, simulate_risk
-from ._suggest import MaskRangeSuggestion, suggest_mask_range
+# ruff: noqa: F403
+# every module lists its public names once, in its own ``__all__``
+from . import _closed_form, _covariances, _deterministic, _risk, _simulate, _suggest
+from ._closed_form import *
+from ._covariances import *
+from ._deterministic import *
+from ._risk import *
+from ._simulate import *
+from ._suggest import *
 
-__all__ = [
-    "MaskRangeSuggestion",
-    "RiskCurve",
-    "SimulationResult",
-    "beta_spectrum_covariance",
-    "deterministic_prediction_norm",
-    "deterministic_risk",
-    "eigenvector_signal",
-    "isotropic_covariance",
-    "isotropic_risk",
-    "latent_space_covariance",
-    "masked_covariance",
-    "masked_target",
-    "random_signal",
-    "simulate_risk",
-    "solve_fixed_point",
-    "spectrum_covariance",
-    "spiked_covariance",
-    "spiked_fixed_point",
-    "spiked_risk",
-    "spiked_signal",
-    "suggest_mask_range",
-    "two_plateau_model",
-    "uniform_spectrum_covariance",
-]
+__all__ = sorted(
+    [
+        *_closed_form.__all__,
+        *_covariances.__all__,
+        *_deterministic.__all__,
+        *_risk.__all__,
+        *_simulate.__all__,
+        *_suggest.__all__,
+    ]
+)
