@@ -1,5 +1,6 @@
 """The single-cell front: :class:`R2MAEModel`, its torch module and training plan."""
 
+from ._config import Options, resolve_options
 from ._model import R2MAEModel, default_max_epochs
 from ._module import R2MAEModule
 from ._training_plan import PAPER_OPTIMIZER, VALIDATION_METRIC, R2MAETrainingPlan
@@ -7,8 +8,10 @@ from ._training_plan import PAPER_OPTIMIZER, VALIDATION_METRIC, R2MAETrainingPla
 __all__ = [
     "PAPER_OPTIMIZER",
     "VALIDATION_METRIC",
+    "Options",
     "R2MAEModel",
     "R2MAEModule",
     "R2MAETrainingPlan",
     "default_max_epochs",
+    "resolve_options",
 ]

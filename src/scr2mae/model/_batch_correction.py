@@ -35,24 +35,10 @@ MMD_BANDWIDTHS = (0.25, 1.0, 4.0)
 
 
 class BatchClassifier(nn.Module):
-    """Small MLP predicting the batch from the latent code (the adversary).
-
-    The package's own rather than :class:`scvi.module.Classifier`, which adds batch norm and
-    dropout: saved adversarial models keep their weights' names and keep loading.
-
-    The output layer is stored as a ``(n_hidden, n_batch)`` matrix with a ``(n_batch,)`` bias,
-    so that scArches' surgery in :meth:`~scr2mae.R2MAEModel.load_query_data`, which appends
-    columns for new batches along the last dimension, extends it to the query's batches.
-
-    Parameters
-    ----------
-    n_latent
-        Dimension of the latent code.
-    n_batch
-        Number of batches.
-    n_hidden
-        Width of the hidden layer.
-    """
+    """Small MLP (``n_latent`` → ``n_hidden`` → ``n_batch``) predicting the batch from the latent
+    code: the adversary. Its own rather than :class:`scvi.module.Classifier`, which adds batch
+    norm and dropout, so that saved adversarial models keep loading. The output layer is a
+    ``(n_hidden, n_batch)`` matrix, which scArches' surgery extends along its last dimension."""
 
     def __init__(self, n_latent: int, n_batch: int, n_hidden: int = 128):
         super().__init__()
@@ -68,12 +54,8 @@ class BatchClassifier(nn.Module):
     def adversarial_loss(
         self, z: torch.Tensor, batch_index: torch.Tensor, weight: float
     ) -> torch.Tensor:
-        """Cross-entropy of the classifier, with the encoder's gradient reversed and scaled.
-
-        The classifier minimises the cross-entropy at full strength; the gradient that reaches
-        the latent code (and the encoder) is multiplied by ``-weight``, so the encoder learns
-        to make the batch unpredictable.
-        """
+        """The classifier's cross-entropy; the gradient that reaches the latent code (and the
+        encoder) is multiplied by ``-weight``, so the encoder learns to hide the batch."""
         logits = self(multiply_gradient(z, -weight))
         return F.cross_entropy(logits, batch_index.reshape(-1).long())
 
@@ -81,32 +63,16 @@ class BatchClassifier(nn.Module):
 def batch_mmd(
     z: torch.Tensor, batch_index: torch.Tensor, n_batch: int, bandwidths=MMD_BANDWIDTHS
 ) -> torch.Tensor:
-    """Mean squared MMD between each batch and the other cells of a mini-batch.
+    """Mean squared MMD (0-d) between each batch and the other cells of a mini-batch.
 
-    Gaussian kernels ``exp(-|z_i - z_j|² / (2 s m))`` summed over ``s`` in ``bandwidths``, with
-    ``m`` the mean squared distance of the mini-batch (detached), so that shrinking the latent
-    space does not lower the penalty. Batches absent from the mini-batch, or making up all of
-    it, are left out; the value is 0 when no batch qualifies. Vectorised: no host round trip.
-
-    Parameters
-    ----------
-    z
-        Latent codes, ``(cells, n_latent)``.
-    batch_index
-        Batch of each cell, ``(cells,)`` or ``(cells, 1)``.
-    n_batch
-        Number of batches.
-    bandwidths
-        Kernel widths relative to the mean squared distance.
-
-    Returns
-    -------
-    A 0-d tensor.
+    ``z`` is ``(cells, n_latent)``, ``batch_index`` ``(cells,)`` or ``(cells, 1)``. Gaussian
+    kernels ``exp(-|z_i - z_j|² / (2 s m))`` are summed over ``s`` in ``bandwidths``, with ``m``
+    the mini-batch's mean squared distance (detached: shrinking the latent space does not lower
+    the penalty). Batches absent from the mini-batch, or all of it, are left out (0 when none
+    qualifies). Vectorised: no host round trip.
     """
-    n = z.shape[0]
-    d2 = torch.cdist(z, z).pow(2)
-    scale = d2.detach().sum() / max(n * (n - 1), 1)
-    scale = scale.clamp_min(1e-8)
+    n, d2 = z.shape[0], torch.cdist(z, z).pow(2)
+    scale = (d2.detach().sum() / max(n * (n - 1), 1)).clamp_min(1e-8)
     kernel = sum(torch.exp(-d2 / (2.0 * s * scale)) for s in bandwidths)
     onehot = F.one_hot(batch_index.reshape(-1).long(), n_batch).to(z.dtype)
     count = onehot.sum(0)  # cells of each batch
