@@ -20,22 +20,37 @@ VALIDATION_METRIC = "masked_nll_validation"
 _SUMMED = ("scored_nll_sum", "scored_entries")
 
 
-class PerEntryMean(Metric):
-    """A sum over an epoch divided by the number of entries it covers (the NLL per entry)."""
+class EpochMetrics(Metric):
+    """The module's loss outputs over an epoch, summed on the device (no host read per step):
+    the loss and every scalar extra metric as means over cells, and the masked NLL per scored
+    entry (``scored_nll_sum`` over ``scored_entries``)."""
 
     full_state_update = False
 
     def __init__(self):
         super().__init__()
-        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("entries", torch.zeros(()), dist_reduce_fx="sum")
+        self.names: list[str] | None = None  # the scalar extra metrics, fixed at the first step
+        self.add_state("per_cell", torch.zeros(0), dist_reduce_fx="sum")
+        self.add_state("per_entry", torch.zeros(len(_SUMMED)), dist_reduce_fx="sum")
+        self.add_state("cells", torch.zeros(()), dist_reduce_fx="sum")
 
-    def update(self, total: torch.Tensor, entries: torch.Tensor) -> None:
-        self.total += total.float()
-        self.entries += entries.float()
+    def update(self, loss_output) -> None:
+        extras = loss_output.extra_metrics
+        if self.names is None:
+            self.names = [k for k, v in extras.items() if k not in _SUMMED and v.dim() == 0]
+        zero = loss_output.loss.new_zeros(())
+        values = [loss_output.loss.detach(), *(extras.get(k, zero) for k in self.names)]
+        n = float(loss_output.n_obs_minibatch)
+        per_cell = torch.stack(values).float() * n
+        self.per_cell = per_cell if self.per_cell.numel() == 0 else self.per_cell + per_cell
+        self.per_entry += torch.stack([extras[k] for k in _SUMMED]).float()
+        self.cells += n
 
-    def compute(self) -> torch.Tensor:
-        return self.total / self.entries.clamp_min(1.0)
+    def compute(self) -> dict[str, torch.Tensor]:
+        means = self.per_cell / self.cells.clamp_min(1.0)
+        out = dict(zip(["loss", *(self.names or [])], means, strict=True))
+        out["masked_nll"] = self.per_entry[0] / self.per_entry[1].clamp_min(1.0)
+        return out
 
 
 def _fusable(optimizer_cls, params: list) -> bool:
@@ -61,7 +76,7 @@ class R2MAETrainingPlan(TrainingPlan):
     * **A validation loss that measures the model**: ``masked_nll_validation``, the NB NLL per
       masked entry at fixed masks (:meth:`scr2mae.masking.Masker.validation`), which early
       stopping and the learning-rate plateau monitor (:data:`VALIDATION_METRIC`).
-    * **Epoch metrics, no host read per step** (:meth:`compute_and_log_metrics`):
+    * **Epoch metrics, no host read per step** (:class:`EpochMetrics`):
       ``train_loss``, ``masked_nll_train`` (per masked entry, at the drawn masks),
       ``masked_fraction_train``, ``visible_nll_train``, ``batch_correction_loss_train`` and
       their ``validation`` counterparts; with ``on_step=True`` the step loss is logged every
@@ -78,8 +93,9 @@ class R2MAETrainingPlan(TrainingPlan):
     def __init__(self, module, **kwargs):
         defaults = {**PAPER_OPTIMIZER, "lr_scheduler_metric": VALIDATION_METRIC}
         super().__init__(module, **{**defaults, **kwargs})
-        names = ("masked_nll_train", "masked_nll_validation")
-        self.masked_nll_metrics = torch.nn.ModuleDict({name: PerEntryMean() for name in names})
+        self.epoch_metrics = torch.nn.ModuleDict(
+            {f"epoch_{mode}": EpochMetrics() for mode in ("train", "validation")}
+        )
 
     # ------------------------------------------------------------------ schedule
     def on_fit_start(self) -> None:
@@ -91,20 +107,19 @@ class R2MAETrainingPlan(TrainingPlan):
 
     # ------------------------------------------------------------------ metrics
     def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
-        """Log the loss and the scalar extra metrics as epoch means over cells, and the masked
-        NLL per scored entry (:class:`PerEntryMean`): no host read."""
-        n = loss_output.n_obs_minibatch
-        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self.use_sync_dist}
-        name = "train_loss" if mode == "train" else "validation_loss"
-        self.log(name, loss_output.loss.detach(), **log)
-        extras = loss_output.extra_metrics
-        self.masked_nll_metrics[f"masked_nll_{mode}"].update(
-            extras["scored_nll_sum"], extras["scored_entries"]
-        )
-        self.log(f"masked_nll_{mode}", self.masked_nll_metrics[f"masked_nll_{mode}"], **log)
-        for key, value in extras.items():
-            if key not in _SUMMED and torch.is_tensor(value) and value.dim() == 0:
-                self.log(f"{key}_{mode}", value.detach(), **log)
+        """Add a step's loss output to the epoch's :class:`EpochMetrics` of ``mode``; they are
+        logged when the epoch ends (Lightning's logging of every step costs more than the
+        step's loss at small widths, in the throughput benchmark)."""
+        self.epoch_metrics[f"epoch_{mode}"].update(loss_output)
+
+    def _log_epoch(self, mode: str) -> None:
+        metric = self.epoch_metrics[f"epoch_{mode}"]
+        if metric.update_count:
+            values = metric.compute()  # summed over processes by torchmetrics
+            loss = "train_loss" if mode == "train" else "validation_loss"
+            names = {k: loss if k == "loss" else f"{k}_{mode}" for k in values}
+            self.log_dict({names[k]: v for k, v in values.items()}, on_step=False, on_epoch=True)
+        metric.reset()
 
     def training_step(self, batch, batch_idx):
         """One optimisation step."""
@@ -126,6 +141,12 @@ class R2MAETrainingPlan(TrainingPlan):
         # put in evaluation mode (a loaded model, a scArches query) must still train with
         # masks, dropout and batch statistics
         self.module.train()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("validation")
 
     # ------------------------------------------------------------------ optimiser
     def _optimizer_creator_fn(self, optimizer_cls):
