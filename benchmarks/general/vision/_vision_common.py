@@ -386,6 +386,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def training_device(name: str) -> torch.device:
+    """:func:`pick_device`, with torch held to one thread when that is the CPU."""
+    device = pick_device(name)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    return device
+
+
 def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio") -> None:
     """One line per ``hue`` value of ``y`` against ``x``; saved as PNG."""
     plt = tail.pyplot()
