@@ -234,14 +234,12 @@ def latent_space_covariance(
 
     Parameters
     ----------
-    n_features
-        Dimension ``d``.
+    n_features, seed
+        As in :func:`uniform_spectrum_covariance`.
     n_latent
         Latent dimension ``k``; defaults to ``d // 2``.
     top
         Approximate largest eigenvalue (``> 1``).
-    seed
-        Seed or generator.
 
     Returns
     -------
