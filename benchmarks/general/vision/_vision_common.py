@@ -394,6 +394,17 @@ def training_device(name: str) -> torch.device:
     return device
 
 
+def write_report(path: Path, title: str, sections) -> str:
+    """Write ``# title`` and each ``(heading, text)`` of ``sections`` as Markdown to ``path``
+    (a ``None`` heading: the text alone) and return the report."""
+    parts = [f"# {title}"]
+    for heading, text in sections:
+        parts += [text] if heading is None else [f"## {heading}", text]
+    report = "\n\n".join(parts) + "\n"
+    Path(path).write_text(report)
+    return report
+
+
 def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio") -> None:
     """One line per ``hue`` value of ``y`` against ``x``; saved as PNG."""
     plt = tail.pyplot()

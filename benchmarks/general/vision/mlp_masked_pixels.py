@@ -213,17 +213,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     wide_er = table.pivot_table(
         index="model", columns="mask_ratio", values="effective_rank", sort=False
     )
-    md = (
-        f"# MLP masked-pixel autoencoders on {data} ({args.mode} mode, {epochs} epochs, "
-        f"{len(seeds)} seed(s))\n\n## Linear-probe error rate (Fig. 2A)\n\n"
-        + wide.to_markdown(floatfmt=".3f")
-        + "\n\n## Effective rank of the embeddings, nats (Fig. 2D)\n\n"
-        + wide_er.to_markdown(floatfmt=".3f")
-        + "\n\n## Trend per model\n\n"
-        + summary.to_markdown(index=False, floatfmt=".3f")
-        + "\n"
+    md = vision.write_report(
+        out / "mlp_masked_pixels.md",
+        f"MLP masked-pixel autoencoders on {data} ({args.mode} mode, {epochs} epochs, "
+        f"{len(seeds)} seed(s))",
+        [
+            ("Linear-probe error rate (Fig. 2A)", wide.to_markdown(floatfmt=".3f")),
+            (
+                "Effective rank of the embeddings, nats (Fig. 2D)",
+                wide_er.to_markdown(floatfmt=".3f"),
+            ),
+            ("Trend per model", summary.to_markdown(index=False, floatfmt=".3f")),
+        ],
     )
-    (out / "mlp_masked_pixels.md").write_text(md)
     vision.save_line_plot(
         out / "fig2a_probe_error.png",
         table,

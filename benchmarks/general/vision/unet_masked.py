@@ -218,17 +218,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             "best ratio (probing)": probe.idxmax(axis=1),
         }
     )
-    md = (
-        f"# U-Net masked-pixel pretraining on {data} ({args.mode} mode, {epochs} epochs)\n\n"
-        "## Reconstruction MSE of uncorrupted test images (Fig. 2B)\n\n"
-        + recon.to_markdown(floatfmt=".5f")
-        + f"\n\n## Probing {metric} (frozen encoder + bottleneck)\n\n"
-        + probe.to_markdown(floatfmt=".3f")
-        + "\n\n## Best masking ratio per model size\n\n"
-        + best.to_markdown()
-        + "\n"
+    md = vision.write_report(
+        out / "unet_masked.md",
+        f"U-Net masked-pixel pretraining on {data} ({args.mode} mode, {epochs} epochs)",
+        [
+            (
+                "Reconstruction MSE of uncorrupted test images (Fig. 2B)",
+                recon.to_markdown(floatfmt=".5f"),
+            ),
+            (f"Probing {metric} (frozen encoder + bottleneck)", probe.to_markdown(floatfmt=".3f")),
+            ("Best masking ratio per model size", best.to_markdown()),
+        ],
     )
-    (out / "unet_masked.md").write_text(md)
     _plot(out / "fig2b_unet.png", table, data, metric)
     print(md)
     return table

@@ -401,15 +401,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table.index.name = "Metric"
     table.to_csv(out / "vit_mae.csv")
     sd = raw.groupby("scheme", sort=False)[list(metrics)].std().T.rename(index=metrics)
-    md = (
-        f"# Table 1 layout: ViT MAE on {data} ({args.mode} mode, {cfg['epochs']} pretraining "
-        f"epochs, {len(cfg['seeds'])} seed(s); mean over seeds)\n\n"
-        + table.to_markdown(floatfmt=".2f")
-        + "\n\n## Standard deviation over seeds\n\n"
-        + sd.to_markdown(floatfmt=".2f")
-        + "\n"
+    md = vision.write_report(
+        out / "vit_mae.md",
+        f"Table 1 layout: ViT MAE on {data} ({args.mode} mode, {cfg['epochs']} pretraining "
+        f"epochs, {len(cfg['seeds'])} seed(s); mean over seeds)",
+        [
+            (None, table.to_markdown(floatfmt=".2f")),
+            ("Standard deviation over seeds", sd.to_markdown(floatfmt=".2f")),
+        ],
     )
-    (out / "vit_mae.md").write_text(md)
     _plot(out / "table1_vit_mae.png", raw, data)
     print(md)
     return table
