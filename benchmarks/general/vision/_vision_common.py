@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -392,6 +393,15 @@ def training_device(name: str) -> torch.device:
     if device.type == "cpu":
         torch.set_num_threads(1)
     return device
+
+
+def save_runs(rows: list[dict], out: str | Path, filename: str) -> tuple[pd.DataFrame, Path]:
+    """The table of the runs ``rows``, written as ``filename`` (CSV, no index) in the output
+    folder ``out`` (created if missing); returns the table and the folder."""
+    runs = pd.DataFrame(rows)
+    folder = tail.output_dir(out)
+    runs.to_csv(folder / filename, index=False)
+    return runs, folder
 
 
 def write_report(path: Path, title: str, sections) -> str:

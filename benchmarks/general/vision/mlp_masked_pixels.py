@@ -28,8 +28,6 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _common as tail  # the benchmarks' shared command-line, table and figure tail
 import _vision_common as vision  # the vision benchmarks' data, masks and training
 
 RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -196,7 +194,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     for r, e in sub.groupby("mask_ratio").probe_error.mean().items()
                 )
             )
-    raw = pd.DataFrame(rows)
+    raw, out = vision.save_runs(rows, args.out, "mlp_masked_pixels_runs.csv")
     table = (
         raw.groupby(["regime", "hidden1", "hidden2", "mask_ratio"], sort=False)[
             ["probe_error", "effective_rank", "masked_mse"]
@@ -205,8 +203,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         .reset_index()
     )
     table["model"] = table.apply(lambda r: f"{r.regime} {r.hidden1}-{r.hidden2}", axis=1)
-    out = tail.output_dir(args.out)
-    raw.to_csv(out / "mlp_masked_pixels_runs.csv", index=False)
     table.to_csv(out / "mlp_masked_pixels.csv", index=False)
     summary = summarise(table)
     wide = table.pivot_table(index="model", columns="mask_ratio", values="probe_error", sort=False)

@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"[{time.perf_counter() - start:6.1f}s] base {base} ratio {ratio}: "
                 f"recon MSE {recon_mse:.4f}, probe {metric} {acc:.3f}"
             )
-    table = pd.DataFrame(rows)
-    out = tail.output_dir(args.out)
-    table.to_csv(out / "unet_masked.csv", index=False)
+    table, out = vision.save_runs(rows, args.out, "unet_masked.csv")
     recon = table.pivot(index="base_channels", columns="mask_ratio", values="recon_mse")
     probe = table.pivot(index="base_channels", columns="mask_ratio", values="probe_accuracy")
     best = pd.DataFrame(

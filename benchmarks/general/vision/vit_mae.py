@@ -387,9 +387,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"[{time.perf_counter() - start:6.1f}s] {SCHEMES[scheme]} seed {seed}: "
                 f"fine-tune top-1 {100 * ft1:.2f}, linear probe top-1 {100 * lp1:.2f}"
             )
-    raw = pd.DataFrame(rows)
-    out = tail.output_dir(args.out)
-    raw.to_csv(out / "vit_mae_runs.csv", index=False)
+    raw, out = vision.save_runs(rows, args.out, "vit_mae_runs.csv")
     metrics = {
         "finetune_top1": "Fine-tune Top1 Acc.",
         "finetune_top5": "Fine-tune Top5 Acc.",
