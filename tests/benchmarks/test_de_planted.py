@@ -1,20 +1,12 @@
-import runpy
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "genomics" / "singlecell" / "de_planted.py"
+SCRIPT = "genomics/singlecell/de_planted.py"  # run by conftest.py's `script` fixture
 
 
-@pytest.fixture(scope="module")
-def bench():
-    return runpy.run_path(str(SCRIPT), run_name="de_planted_benchmark")
-
-
-def test_score_calls_counts_recall_and_false_discovery_proportion(bench):
-    score = bench["score_calls"]
+def test_score_calls_counts_recall_and_false_discovery_proportion(script):
+    score = script["score_calls"]
     planted = np.array([True, True, True, True, False, False, False, False, False, False])
     # 3 of 4 planted genes called, plus 2 null genes: recall 3/4, FDP 2/5
     called = np.array([True, True, True, False, True, True, False, False, False, False])
@@ -37,8 +29,8 @@ def test_score_calls_counts_recall_and_false_discovery_proportion(bench):
         score(pd.Series(called, index=index), pd.Series(planted, index=index[::-1]))
 
 
-def test_ranking_auroc_and_evaluate_read_the_right_columns(bench):
-    auroc, evaluate = bench["ranking_auroc"], bench["evaluate"]
+def test_ranking_auroc_and_evaluate_read_the_right_columns(script):
+    auroc, evaluate = script["ranking_auroc"], script["evaluate"]
     planted = np.array([True, True, False, False, False])
     assert auroc([5.0, 4.0, 3.0, 2.0, 1.0], planted) == 1.0
     assert auroc([1.0, 2.0, 3.0, 4.0, 5.0], planted) == 0.0
@@ -71,7 +63,7 @@ def test_ranking_auroc_and_evaluate_read_the_right_columns(bench):
         },
         index=genes,
     )
-    out = evaluate(wilcoxon, var, bench["WILCOXON_MODE"])
+    out = evaluate(wilcoxon, var, script["WILCOXON_MODE"])
     assert (out["n_called"], out["recall"], out["n_false"]) == (3, 1.0, 1)
     assert out["fdp"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="lacks some genes"):
@@ -80,9 +72,9 @@ def test_ranking_auroc_and_evaluate_read_the_right_columns(bench):
         evaluate(change, var, "bayes")
 
 
-def test_simulation_plants_the_fold_changes_and_keeps_the_rest_null(bench):
-    design = bench["DESIGNS"]["batched"]
-    adata = bench["simulate_planted"](design, 0)
+def test_simulation_plants_the_fold_changes_and_keeps_the_rest_null(script):
+    design = script["DESIGNS"]["batched"]
+    adata = script["simulate_planted"](design, 0)
     var = adata.var
     assert adata.shape == (design.n_cells, design.n_genes)
     assert var["planted"].sum() == 2 * design.n_pairs
@@ -115,24 +107,24 @@ def test_simulation_plants_the_fold_changes_and_keeps_the_rest_null(bench):
     assert np.corrcoef(observed[planted], var.loc[planted, "planted_log2fc"])[0, 1] > 0.9
     # with few genes the balance matters: 6 of 60 genes changed 4-fold
     for seed in range(3):
-        small = bench["simulate_planted"](bench["DESIGNS"]["small"], seed).var
+        small = script["simulate_planted"](script["DESIGNS"]["small"], seed).var
         assert small["planted"].sum() == 6
         assert small.loc[~small["planted"], "true_log2fc"].abs().max() < 0.1
         assert small.loc[small["planted"], "true_log2fc"].abs().min() > 1.9
     # seeded
-    again = bench["simulate_planted"](design, 0)
+    again = script["simulate_planted"](design, 0)
     np.testing.assert_array_equal(again.layers["counts"], counts)
 
 
-def test_de_planted_smoke(bench, tmp_path, capsys):
-    tables = bench["main"](["--smoke", "--out", str(tmp_path)])
+def test_de_planted_smoke(script, tmp_path, capsys):
+    tables = script["main"](["--smoke", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     results, truth = tables["results"], tables["truth"]
-    model_methods = [m for m in bench["METHODS"] if m != bench["WILCOXON"]]
+    model_methods = [m for m in script["METHODS"] if m != script["WILCOXON"]]
     # every model method in both modes, the Wilcoxon test once
     pairs = set(zip(results["method"], results["mode"], strict=True))
-    assert pairs == {(m, mode) for m in model_methods for mode in bench["MODES"]} | {
-        (bench["WILCOXON"], bench["WILCOXON_MODE"])
+    assert pairs == {(m, mode) for m in model_methods for mode in script["MODES"]} | {
+        (script["WILCOXON"], script["WILCOXON_MODE"])
     }
     assert len(results) == len(pairs)
     assert (results["n_planted"] == 4).all()
@@ -145,7 +137,7 @@ def test_de_planted_smoke(bench, tmp_path, capsys):
     point_mass = results[results["method"] == "R2MAE, 0 (point mass)"].set_index("mode")
     assert (point_mass["auroc"] == 1.0).all()
     assert point_mass.loc["change", "spearman_planted"] > 0.5
-    wilcoxon = results[results["method"] == bench["WILCOXON"]].iloc[0]
+    wilcoxon = results[results["method"] == script["WILCOXON"]].iloc[0]
     assert wilcoxon["auroc"] == 1.0 and wilcoxon["recall"] == 1.0
 
     written = pd.read_csv(tmp_path / "de_planted.csv")

@@ -1,28 +1,14 @@
-import runpy
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = (
-    Path(__file__).parents[2]
-    / "benchmarks"
-    / "genomics"
-    / "singlecell"
-    / "reconstruction_tables.py"
-)
+SCRIPT = "genomics/singlecell/reconstruction_tables.py"  # run by conftest.py's `script` fixture
 
 
-@pytest.fixture(scope="module")
-def module():
-    return runpy.run_path(str(SCRIPT), run_name="reconstruction_tables")
-
-
-def test_reconstruction_tables_smoke(module, tmp_path):
-    out = module["main"](["--smoke", "--out", str(tmp_path)])
+def test_reconstruction_tables_smoke(script, tmp_path):
+    out = script["main"](["--smoke", "--out", str(tmp_path)])
     scores, probes = out["scores"], out["probes"]
-    ref, fixed = module["REFERENCE"], "fixed 0.25"
+    ref, fixed = script["REFERENCE"], "fixed 0.25"
     # 1 seed x 2 models x 5 ratios, every score a correlation
     assert len(scores) == 10 and set(scores["model"]) == {ref, fixed}
     assert sorted(set(scores["ratio"])) == [0.1, 0.2, 0.3, 0.5, 0.7]
@@ -33,7 +19,7 @@ def test_reconstruction_tables_smoke(module, tmp_path):
     assert (probes["n_test"] / 250).between(0.15, 0.25).all()
     # with one fixed model the gap is the difference of the two columns at each ratio
     wide = scores.pivot_table(index="ratio", columns="model", values="score")
-    gaps = module["gap_table"](scores, ref, [fixed])
+    gaps = script["gap_table"](scores, ref, [fixed])
     np.testing.assert_allclose(gaps["gap"], wide[ref] - wide[fixed])
     assert (gaps["best_fixed"] == fixed).all() and gaps["gap_se"].isna().all()
     saved = pd.read_csv(tmp_path / "scores.csv")
@@ -45,7 +31,7 @@ def test_reconstruction_tables_smoke(module, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_gap_table_picks_best_fixed_and_pairs_seeds(module):
+def test_gap_table_picks_best_fixed_and_pairs_seeds(script):
     # two fixed ratios; at 0.1 "fixed 0.1" has the higher mean, at 0.7 "fixed 0.5"
     rows = []
     values = {
@@ -60,7 +46,7 @@ def test_gap_table_picks_best_fixed_and_pairs_seeds(module):
         for seed, score in enumerate(per_seed):
             rows.append({"dataset": "d", "seed": seed, "model": model, "ratio": ratio})
             rows[-1]["score"] = score
-    gaps = module["gap_table"](pd.DataFrame(rows), "R2MAE U(0.1, 0.5)", ["fixed 0.1", "fixed 0.5"])
+    gaps = script["gap_table"](pd.DataFrame(rows), "R2MAE U(0.1, 0.5)", ["fixed 0.1", "fixed 0.5"])
     assert list(gaps["best_fixed"]) == ["fixed 0.1", "fixed 0.5"]
     # 0.1: differences -0.01, 0.02, -0.01 -> mean 0, SE sd/sqrt(3)
     assert gaps.loc[0.1, "gap"] == pytest.approx(0.0, abs=1e-12)
@@ -69,22 +55,22 @@ def test_gap_table_picks_best_fixed_and_pairs_seeds(module):
     assert gaps.loc[0.7, "gap"] == pytest.approx(-0.05 / 3)
     assert gaps.loc[0.7, "gap_se"] == pytest.approx(np.std([-0.02, -0.01, -0.02], ddof=1) / 3**0.5)
     with pytest.raises(ValueError, match="fixed-ratio"):
-        module["gap_table"](pd.DataFrame(rows), "R2MAE U(0.1, 0.5)", ["fixed 0.7"])
+        script["gap_table"](pd.DataFrame(rows), "R2MAE U(0.1, 0.5)", ["fixed 0.7"])
 
 
-def test_paper_gaps_and_split(module):
-    gaps = module["paper_gaps"]()
+def test_paper_gaps_and_split(script):
+    gaps = script["paper_gaps"]()
     # Table 8 at 70%: R2MAE 0.752 against fixed 0.5's 0.760; Table 7: 0.826 against 0.830
     assert gaps.loc[0.7, "Table 8 (SEA-AD)"] == pytest.approx(-0.008)
     assert gaps.loc[0.7, "Table 7 (HLCA)"] == pytest.approx(-0.004)
     assert gaps.loc[0.1, "Table 7 (HLCA)"] == pytest.approx(0.003)
     types = np.array(["a"] * 50 + ["b"] * 30 + ["c"] * 20 + ["d"])
-    train, test = module["split_cells"](types, 0, 0.2)
+    train, test = script["split_cells"](types, 0, 0.2)
     assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(types)
     assert len(test) == 20 and (types[test] == "a").sum() == 10  # stratified
     assert 100 in train  # a type with one cell stays in training
-    again, _ = module["split_cells"](types, 0, 0.2)
-    other, _ = module["split_cells"](types, 1, 0.2)
+    again, _ = script["split_cells"](types, 0, 0.2)
+    other, _ = script["split_cells"](types, 1, 0.2)
     assert np.array_equal(train, again) and not np.array_equal(train, other)
 
 
@@ -98,7 +84,7 @@ def test_paper_gaps_and_split(module):
         ["--smoke", "--ratios", "0"],
     ],
 )
-def test_reconstruction_tables_rejects_bad_options(module, bad, tmp_path):
+def test_reconstruction_tables_rejects_bad_options(script, bad, tmp_path):
     with pytest.raises(SystemExit):
-        module["main"]([*bad, "--out", str(tmp_path / "x")])
+        script["main"]([*bad, "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()

@@ -1,21 +1,13 @@
-import runpy
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "genomics" / "singlecell" / "run.py"
+SCRIPT = "genomics/singlecell/run.py"  # run by conftest.py's `script` fixture
 
 
-@pytest.fixture(scope="module")
-def bench():
-    return runpy.run_path(str(SCRIPT), run_name="singlecell_benchmark")
-
-
-def test_quick_smoke_writes_tables_and_figure(bench, tmp_path, capsys):
+def test_quick_smoke_writes_tables_and_figure(script, tmp_path, capsys):
     methods = ["Normalized exp.", "scVI", "MAE (MR 25%)", "R2MAE (Ours)"]
-    table = bench["main"](["--smoke", "--out", str(tmp_path), "--methods", *methods])
+    table = script["main"](["--smoke", "--out", str(tmp_path), "--methods", *methods])
     assert list(table.index) == methods
     metric_cols = [c for c in table.columns if c[0] != "Avg performance"]
     assert metric_cols == [
@@ -46,7 +38,7 @@ def test_quick_smoke_writes_tables_and_figure(bench, tmp_path, capsys):
     assert "Mean rank among the masking schemes only" in out
 
 
-def test_ranking_helpers(bench):
+def test_ranking_helpers(script):
     long = pd.DataFrame(
         {
             "method": ["A", "B", "A", "B"],
@@ -55,23 +47,23 @@ def test_ranking_helpers(bench):
             "value": [0.9, 0.5, 0.4, 0.6],
         }
     )
-    table = bench["probing_table"](
+    table = script["probing_table"](
         long, [{"name": "T", "metrics": ["balanced_accuracy", "macro_f1"]}], ["A", "B"]
     )
     np.testing.assert_allclose(table[("Avg performance", "Score")], [0.65, 0.55])
     np.testing.assert_allclose(table[("Avg performance", "Rank")], [1.5, 1.5])
 
 
-def test_census_config_fails_clearly_without_census(bench, tmp_path):
+def test_census_config_fails_clearly_without_census(script, tmp_path):
     with pytest.raises(SystemExit, match="cannot reach the CELLxGENE Census"):
-        bench["main"](
+        script["main"](
             ["--config", "hlca", "--census-uri", str(tmp_path / "nowhere"),
              "--census-timeout", "0.5", "--out", str(tmp_path)]
         )  # fmt: skip
 
 
-def test_unknown_method_or_config_is_rejected(bench, tmp_path):
+def test_unknown_method_or_config_is_rejected(script, tmp_path):
     with pytest.raises(SystemExit):
-        bench["main"](["--quick", "--methods", "BERT", "--out", str(tmp_path)])
+        script["main"](["--quick", "--methods", "BERT", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown configuration"):
-        bench["main"](["--config", "nope", "--out", str(tmp_path)])
+        script["main"](["--config", "nope", "--out", str(tmp_path)])

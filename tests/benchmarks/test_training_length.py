@@ -1,21 +1,14 @@
 import math
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "genomics" / "singlecell" / "training_length.py"
+SCRIPT = "genomics/singlecell/training_length.py"  # run by conftest.py's `script` fixture
 
 
-@pytest.fixture(scope="module")
-def module():
-    return runpy.run_path(str(SCRIPT), run_name="training_length_benchmark")
-
-
-def test_early_stopping_rule_is_lightnings(module):
-    rule = module["early_stopping_epoch"]
+def test_early_stopping_rule_is_lightnings(script):
+    rule = script["early_stopping_epoch"]
     values = [3.0, 2.0, 2.5, 2.0, 1.9, 1.95, 1.96, 1.97]
     # equal to the best is no improvement (min_delta 0, strict "<")
     assert rule(values, patience=2) == 4
@@ -24,8 +17,8 @@ def test_early_stopping_rule_is_lightnings(module):
     assert rule([1.0, float("nan")], patience=10) == 2
 
 
-def test_training_length_smoke(module, tmp_path, capsys):
-    tables = module["main"](["--smoke", "--verify", "--out", str(tmp_path)])
+def test_training_length_smoke(script, tmp_path, capsys):
+    tables = script["main"](["--smoke", "--verify", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     runs, checks = tables["runs"], tables["checks"]
     assert set(runs["setting"]) == {
@@ -77,7 +70,7 @@ def test_training_length_smoke(module, tmp_path, capsys):
     )
     assert (folder / "training_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the tables can be re-made from the CSV files
-    again = module["main"](["--smoke", "--from-runs", "--out", str(tmp_path)])
+    again = script["main"](["--smoke", "--from-runs", "--out", str(tmp_path)])
     pd.testing.assert_frame_equal(again["summary"], tables["summary"], check_dtype=False)
 
 
@@ -85,6 +78,6 @@ def test_training_length_smoke(module, tmp_path, capsys):
     "argv",
     [["--heldout", "0.7"], ["--datasets", "pbmc3k"], ["--lengths", "0", "50"], ["--lengths", "30"]],
 )
-def test_training_length_rejects_bad_input(module, argv, tmp_path):
+def test_training_length_rejects_bad_input(script, argv, tmp_path):
     with pytest.raises(ValueError):
-        module["main"]([*argv, "--out", str(tmp_path)])
+        script["main"]([*argv, "--out", str(tmp_path)])

@@ -222,3 +222,9 @@ def test_image_folder_loader(tmp_path):
     assert torch.allclose(ds[0][0], torch.zeros(3, 8, 8))
     with pytest.raises(FileNotFoundError):
         common["ImageFolderDataset"](tmp_path / "val")
+
+
+def test_write_report_joins_the_sections_under_their_headings(tmp_path):
+    text = common["write_report"](tmp_path / "r.md", "Title", [(None, "a"), ("Heading", "b")])
+    assert text == "# Title\n\na\n\n## Heading\n\nb\n"
+    assert (tmp_path / "r.md").read_text() == text

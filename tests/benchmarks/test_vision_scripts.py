@@ -12,6 +12,14 @@ def _main(name):
     return runpy.run_path(str(VISION / f"{name}.py"), run_name=name)["main"]
 
 
+def _cpu_smoke(name, tmp_path, columns):
+    """The table of ``name``'s smoke run on the CPU into ``tmp_path``, checked to have
+    ``columns``."""
+    table = _main(name)(["--mode", "smoke", "--device", "cpu", "--out", str(tmp_path)])
+    assert list(table.columns) == columns
+    return table
+
+
 def test_mlp_smoke(tmp_path):
     table = _main("mlp_masked_pixels")(["--mode", "smoke", "--out", str(tmp_path)])
     assert list(table.model.unique()) == ["insufficient 8-16", "sufficient 64-16"]
@@ -37,14 +45,8 @@ def test_mlp_full_mode_needs_mnist(tmp_path):
 
 
 def test_unet_smoke(tmp_path):
-    table = _main("unet_masked")(["--mode", "smoke", "--device", "cpu", "--out", str(tmp_path)])
-    assert list(table.columns) == [
-        "base_channels",
-        "mask_ratio",
-        "recon_mse",
-        "masked_mse",
-        "probe_accuracy",
-    ]
+    columns = ["base_channels", "mask_ratio", "recon_mse", "masked_mse", "probe_accuracy"]
+    table = _cpu_smoke("unet_masked", tmp_path, columns)
     assert len(table) == 2
     assert ((table.recon_mse > 0) & (table.recon_mse < 0.25)).all()
     assert ((table.probe_accuracy >= 0) & (table.probe_accuracy <= 1)).all()
@@ -52,15 +54,8 @@ def test_unet_smoke(tmp_path):
 
 
 def test_vit_mae_smoke_table1_layout(tmp_path):
-    table = _main("vit_mae")(["--mode", "smoke", "--device", "cpu", "--out", str(tmp_path)])
-    assert list(table.columns) == [
-        "MR 0.75 (default)",
-        "MR 0.9",
-        "MR 0.5",
-        "MDLM",
-        "Dynamic MR",
-        "R2MAE",
-    ]
+    columns = ["MR 0.75 (default)", "MR 0.9", "MR 0.5", "MDLM", "Dynamic MR", "R2MAE"]
+    table = _cpu_smoke("vit_mae", tmp_path, columns)
     assert list(table.index) == [
         "Fine-tune Top1 Acc.",
         "Fine-tune Top5 Acc.",

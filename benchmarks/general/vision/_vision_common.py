@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -384,6 +385,34 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def training_device(name: str) -> torch.device:
+    """:func:`pick_device`, with torch held to one thread when that is the CPU."""
+    device = pick_device(name)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    return device
+
+
+def save_runs(rows: list[dict], out: str | Path, filename: str) -> tuple[pd.DataFrame, Path]:
+    """The table of the runs ``rows``, written as ``filename`` (CSV, no index) in the output
+    folder ``out`` (created if missing); returns the table and the folder."""
+    runs = pd.DataFrame(rows)
+    folder = tail.output_dir(out)
+    runs.to_csv(folder / filename, index=False)
+    return runs, folder
+
+
+def write_report(path: Path, title: str, sections) -> str:
+    """Write ``# title`` and each ``(heading, text)`` of ``sections`` as Markdown to ``path``
+    (a ``None`` heading: the text alone) and return the report."""
+    parts = [f"# {title}"]
+    for heading, text in sections:
+        parts += [text] if heading is None else [f"## {heading}", text]
+    report = "\n\n".join(parts) + "\n"
+    Path(path).write_text(report)
+    return report
 
 
 def save_line_plot(path, frame, x, y, hue, title, ylabel, xlabel="masking ratio") -> None:

@@ -28,20 +28,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _common as tail  # the benchmarks' shared command-line, table and figure tail
-from _vision_common import (
-    effective_rank,
-    load_digits_images,
-    load_mnist,
-    masked_mse,
-    pixel_mask,
-    pretrain_masked,
-    save_line_plot,
-    topk_accuracy,
-    train_head,
-    train_test_split,
-)
+import _vision_common as vision  # the vision benchmarks' data, masks and training
 
 RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 MODES = {
@@ -81,7 +68,7 @@ class MaskedPixelMLP(nn.Module):
 
     def loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MSE on the masked pixels of ``x`` (masked pixels are zeroed at the input)."""
-        return masked_mse(self(x.masked_fill(mask, 0.0)), x, mask)
+        return vision.masked_mse(self(x.masked_fill(mask, 0.0)), x, mask)
 
 
 def pretrain(x, ratio, hidden1, hidden2, epochs, seed, batch_size=128, lr=3e-3, device="cpu"):
@@ -91,9 +78,9 @@ def pretrain(x, ratio, hidden1, hidden2, epochs, seed, batch_size=128, lr=3e-3, 
     model = MaskedPixelMLP(x.shape[1], hidden1, hidden2).to(device)
 
     def mask_fn(xb):
-        return pixel_mask(xb.view(len(xb), 1, 1, -1), ratio, generator=g).view_as(xb)
+        return vision.pixel_mask(xb.view(len(xb), 1, 1, -1), ratio, generator=g).view_as(xb)
 
-    return pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
+    return vision.pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
 
 
 @torch.no_grad()
@@ -145,12 +132,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
 
     if args.mnist is not None:
-        x_tr, y_tr = load_mnist(args.mnist, "train")
-        x_te, y_te = load_mnist(args.mnist, "test")
+        x_tr, y_tr = vision.load_mnist(args.mnist, "train")
+        x_te, y_te = vision.load_mnist(args.mnist, "test")
         data = "MNIST"
     else:
-        x, y = load_digits_images(size=args.digits_size)
-        x_tr, y_tr, x_te, y_te = train_test_split(x, y, n_test=500, seed=0)
+        x, y = vision.load_digits_images(size=args.digits_size)
+        x_tr, y_tr, x_te, y_te = vision.train_test_split(x, y, n_test=500, seed=0)
         data = (
             "digits" if args.digits_size == 8 else f"digits {args.digits_size}x{args.digits_size}"
         )
@@ -168,7 +155,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         embed(model, x_tr.to(args.device)),
                         embed(model, x_te.to(args.device)),
                     )
-                    head = train_head(
+                    head = vision.train_head(
                         z_tr,
                         y_tr.to(args.device),
                         nn.Linear(h2, 10).to(args.device),
@@ -177,8 +164,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         seed=seed,
                     )
                     with torch.no_grad():
-                        acc = topk_accuracy(head(z_te), y_te.to(args.device))
-                        mask = pixel_mask(
+                        acc = vision.topk_accuracy(head(z_te), y_te.to(args.device))
+                        mask = vision.pixel_mask(
                             x_te.view(len(x_te), 1, 1, -1),
                             ratio,
                             generator=torch.Generator().manual_seed(99),
@@ -194,7 +181,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                             "mask_ratio": ratio,
                             "seed": seed,
                             "probe_error": 1.0 - acc,
-                            "effective_rank": effective_rank(z_te.cpu()),
+                            "effective_rank": vision.effective_rank(z_te.cpu()),
                             "masked_mse": mse,
                         }
                     )
@@ -207,7 +194,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     for r, e in sub.groupby("mask_ratio").probe_error.mean().items()
                 )
             )
-    raw = pd.DataFrame(rows)
+    raw, out = vision.save_runs(rows, args.out, "mlp_masked_pixels_runs.csv")
     table = (
         raw.groupby(["regime", "hidden1", "hidden2", "mask_ratio"], sort=False)[
             ["probe_error", "effective_rank", "masked_mse"]
@@ -216,26 +203,26 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         .reset_index()
     )
     table["model"] = table.apply(lambda r: f"{r.regime} {r.hidden1}-{r.hidden2}", axis=1)
-    out = tail.output_dir(args.out)
-    raw.to_csv(out / "mlp_masked_pixels_runs.csv", index=False)
     table.to_csv(out / "mlp_masked_pixels.csv", index=False)
     summary = summarise(table)
     wide = table.pivot_table(index="model", columns="mask_ratio", values="probe_error", sort=False)
     wide_er = table.pivot_table(
         index="model", columns="mask_ratio", values="effective_rank", sort=False
     )
-    md = (
-        f"# MLP masked-pixel autoencoders on {data} ({args.mode} mode, {epochs} epochs, "
-        f"{len(seeds)} seed(s))\n\n## Linear-probe error rate (Fig. 2A)\n\n"
-        + wide.to_markdown(floatfmt=".3f")
-        + "\n\n## Effective rank of the embeddings, nats (Fig. 2D)\n\n"
-        + wide_er.to_markdown(floatfmt=".3f")
-        + "\n\n## Trend per model\n\n"
-        + summary.to_markdown(index=False, floatfmt=".3f")
-        + "\n"
+    md = vision.write_report(
+        out / "mlp_masked_pixels.md",
+        f"MLP masked-pixel autoencoders on {data} ({args.mode} mode, {epochs} epochs, "
+        f"{len(seeds)} seed(s))",
+        [
+            ("Linear-probe error rate (Fig. 2A)", wide.to_markdown(floatfmt=".3f")),
+            (
+                "Effective rank of the embeddings, nats (Fig. 2D)",
+                wide_er.to_markdown(floatfmt=".3f"),
+            ),
+            ("Trend per model", summary.to_markdown(index=False, floatfmt=".3f")),
+        ],
     )
-    (out / "mlp_masked_pixels.md").write_text(md)
-    save_line_plot(
+    vision.save_line_plot(
         out / "fig2a_probe_error.png",
         table,
         "mask_ratio",
@@ -244,7 +231,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"Fig. 2A ({data}): linear probing",
         "probe error rate",
     )
-    save_line_plot(
+    vision.save_line_plot(
         out / "fig2d_effective_rank.png",
         table[table.regime == "sufficient"],
         "mask_ratio",

@@ -31,16 +31,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _common as tail  # the benchmarks' shared command-line, table and figure tail
-from _vision_common import (
-    load_celeba,
-    load_digits_images,
-    masked_mse,
-    pick_device,
-    pixel_mask,
-    pretrain_masked,
-    train_head,
-    train_test_split,
-)
+import _vision_common as vision  # the vision benchmarks' data, masks and training
 
 MODES = {
     # base channels, ratios, pretraining epochs, probe epochs, batch size, learning rate
@@ -115,7 +106,7 @@ class MaskedUNet(nn.Module):
 
     def loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MSE on masked pixels; ``mask`` is ``(n, 1, h, w)``, masked pixels are zeroed."""
-        return masked_mse(self(x.masked_fill(mask, 0.0)), x, mask)
+        return vision.masked_mse(self(x.masked_fill(mask, 0.0)), x, mask)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -136,9 +127,9 @@ def pretrain(model, x, ratio, epochs, batch_size, lr, seed, device):
     g = torch.Generator().manual_seed(seed)
 
     def mask_fn(xb):
-        return pixel_mask(xb, ratio, generator=g).to(device)
+        return vision.pixel_mask(xb, ratio, generator=g).to(device)
 
-    return pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
+    return vision.pretrain_masked(model, x, mask_fn, epochs, batch_size, lr, g, device)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -155,17 +146,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     bases, ratios, epochs, probe_epochs, batch_size, lr = MODES[args.mode]
     if args.mode == "full" and args.celeba is None:
         parser.error("--mode full needs --celeba DIR")
-    device = pick_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    device = vision.training_device(args.device)
 
     if args.celeba is not None:
-        x_tr, y_tr = load_celeba(args.celeba, "train", args.image_size, args.max_images)
-        x_te, y_te = load_celeba(args.celeba, "test", args.image_size, args.max_images)
+        x_tr, y_tr = vision.load_celeba(args.celeba, "train", args.image_size, args.max_images)
+        x_te, y_te = vision.load_celeba(args.celeba, "test", args.image_size, args.max_images)
         multilabel, data, metric = True, "CelebA", "mean attribute accuracy"
     else:
-        x, y = load_digits_images(size=16)
-        x_tr, y_tr, x_te, y_te = train_test_split(x, y, n_test=500, seed=0)
+        x, y = vision.load_digits_images(size=16)
+        x_tr, y_tr, x_te, y_te = vision.train_test_split(x, y, n_test=500, seed=0)
         multilabel, data, metric = False, "digits 16x16", "accuracy"
     n_out = y_tr.shape[1] if multilabel else int(y_tr.max()) + 1
     print(f"{data}: {len(x_tr)} train / {len(x_te)} test images {tuple(x_tr.shape[1:])}")
@@ -181,16 +170,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     [model(x_te[i : i + 256].to(device)) for i in range(0, len(x_te), 256)]
                 )
                 recon_mse = float(F.mse_loss(recon, x_te.to(device)))
-                mask = pixel_mask(x_te, ratio, generator=torch.Generator().manual_seed(99)).to(
-                    device
-                )
+                mask = vision.pixel_mask(
+                    x_te, ratio, generator=torch.Generator().manual_seed(99)
+                ).to(device)
                 masked = float(model.loss(x_te[:500].to(device), mask[:500]))
             f_tr, f_te = model.features(x_tr.to(device)), model.features(x_te.to(device))
             # standardise with training-set statistics (a fixed affine map) so that the probe's
             # optimiser sees comparable scales for every model size and ratio
             mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
             f_tr, f_te = (f_tr - mu) / sd, (f_te - mu) / sd
-            head = train_head(
+            head = vision.train_head(
                 f_tr,
                 y_tr.to(device),
                 probe_head(model.feature_dim, n_out).to(device),
@@ -218,9 +207,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"[{time.perf_counter() - start:6.1f}s] base {base} ratio {ratio}: "
                 f"recon MSE {recon_mse:.4f}, probe {metric} {acc:.3f}"
             )
-    table = pd.DataFrame(rows)
-    out = tail.output_dir(args.out)
-    table.to_csv(out / "unet_masked.csv", index=False)
+    table, out = vision.save_runs(rows, args.out, "unet_masked.csv")
     recon = table.pivot(index="base_channels", columns="mask_ratio", values="recon_mse")
     probe = table.pivot(index="base_channels", columns="mask_ratio", values="probe_accuracy")
     best = pd.DataFrame(
@@ -229,17 +216,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             "best ratio (probing)": probe.idxmax(axis=1),
         }
     )
-    md = (
-        f"# U-Net masked-pixel pretraining on {data} ({args.mode} mode, {epochs} epochs)\n\n"
-        "## Reconstruction MSE of uncorrupted test images (Fig. 2B)\n\n"
-        + recon.to_markdown(floatfmt=".5f")
-        + f"\n\n## Probing {metric} (frozen encoder + bottleneck)\n\n"
-        + probe.to_markdown(floatfmt=".3f")
-        + "\n\n## Best masking ratio per model size\n\n"
-        + best.to_markdown()
-        + "\n"
+    md = vision.write_report(
+        out / "unet_masked.md",
+        f"U-Net masked-pixel pretraining on {data} ({args.mode} mode, {epochs} epochs)",
+        [
+            (
+                "Reconstruction MSE of uncorrupted test images (Fig. 2B)",
+                recon.to_markdown(floatfmt=".5f"),
+            ),
+            (f"Probing {metric} (frozen encoder + bottleneck)", probe.to_markdown(floatfmt=".3f")),
+            ("Best masking ratio per model size", best.to_markdown()),
+        ],
     )
-    (out / "unet_masked.md").write_text(md)
     _plot(out / "fig2b_unet.png", table, data, metric)
     print(md)
     return table

@@ -35,16 +35,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _common as tail  # the benchmarks' shared command-line, table and figure tail
-from _vision_common import (
-    ImageFolderDataset,
-    exact_count_mask,
-    load_digits_images,
-    make_schedule,
-    pick_device,
-    topk_accuracy,
-    train_head,
-    train_test_split,
-)
+import _vision_common as vision  # the vision benchmarks' data, masks and training
 
 from scr2mae.masking import ratio_to_count
 
@@ -202,7 +193,7 @@ def patch_mask(n: int, n_patches: int, ratio: torch.Tensor, generator=None) -> t
     by MDLM), hence the clipping.
     """
     k = ratio_to_count(ratio.reshape(1), n_patches).clamp(1, n_patches - 1)
-    return exact_count_mask(n, n_patches, k.float() / n_patches, generator=generator)
+    return vision.exact_count_mask(n, n_patches, k.float() / n_patches, generator=generator)
 
 
 def _lr_at(step, total, base, warmup_frac=10 / 150):
@@ -239,7 +230,7 @@ def pretrain(model, data, scheme, cfg, seed, device):
     """MAE pretraining with the ratio of every mini-batch drawn from ``scheme``'s schedule."""
     g = torch.Generator().manual_seed(seed)
     total = cfg["epochs"] * _n_batches(data, cfg["batch"])
-    schedule = make_schedule(scheme, total)
+    schedule = vision.make_schedule(scheme, total)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.05)
     model.train()
     step, ratios = 0, []
@@ -272,7 +263,7 @@ def linear_probe(model, train, test, n_classes, device, seed):
     f_tr, y_tr = _features(model, train, device)
     f_te, y_te = _features(model, test, device)
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
-    head = train_head(
+    head = vision.train_head(
         (f_tr - mu) / sd,
         y_tr,
         nn.Linear(model.dim, n_classes).to(device),
@@ -282,7 +273,7 @@ def linear_probe(model, train, test, n_classes, device, seed):
     )
     with torch.no_grad():
         logits = head((f_te - mu) / sd)
-    return topk_accuracy(logits, y_te, 1), topk_accuracy(logits, y_te, 5)
+    return vision.topk_accuracy(logits, y_te, 1), vision.topk_accuracy(logits, y_te, 5)
 
 
 def fine_tune(model, train, test, n_classes, cfg, device, seed):
@@ -325,7 +316,7 @@ def fine_tune(model, train, test, n_classes, cfg, device, seed):
             logits.append(head(model.features(xb.to(device))))
             labels.append(torch.as_tensor(yb))
         logits, labels = torch.cat(logits), torch.cat(labels).to(device)
-    return topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
+    return vision.topk_accuracy(logits, labels, 1), vision.topk_accuracy(logits, labels, 5)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -346,18 +337,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         cfg["epochs"] = args.epochs
     if args.mode == "full" and args.imagenet is None:
         parser.error("--mode full needs --imagenet DIR")
-    device = pick_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    device = vision.training_device(args.device)
 
     if args.imagenet is not None:
         root = Path(args.imagenet)
-        train = ImageFolderDataset(root / "train", cfg["size"], max_per_class=args.max_per_class)
-        test = ImageFolderDataset(root / "val", cfg["size"], max_per_class=args.max_per_class)
+        train = vision.ImageFolderDataset(
+            root / "train", cfg["size"], max_per_class=args.max_per_class
+        )
+        test = vision.ImageFolderDataset(
+            root / "val", cfg["size"], max_per_class=args.max_per_class
+        )
         channels, n_classes, data = 3, len(train.classes), f"image folder {root.name}"
     else:
-        x, y = load_digits_images(size=cfg["size"])
-        x_tr, y_tr, x_te, y_te = train_test_split(x, y, n_test=500, seed=0)
+        x, y = vision.load_digits_images(size=cfg["size"])
+        x_tr, y_tr, x_te, y_te = vision.train_test_split(x, y, n_test=500, seed=0)
         train, test = (x_tr, y_tr), (x_te, y_te)
         channels, n_classes, data = 1, 10, f"digits {cfg['size']}x{cfg['size']}"
     print(f"{data}: {len(train[0]) if isinstance(train, tuple) else len(train)} training images")
@@ -394,9 +387,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 f"[{time.perf_counter() - start:6.1f}s] {SCHEMES[scheme]} seed {seed}: "
                 f"fine-tune top-1 {100 * ft1:.2f}, linear probe top-1 {100 * lp1:.2f}"
             )
-    raw = pd.DataFrame(rows)
-    out = tail.output_dir(args.out)
-    raw.to_csv(out / "vit_mae_runs.csv", index=False)
+    raw, out = vision.save_runs(rows, args.out, "vit_mae_runs.csv")
     metrics = {
         "finetune_top1": "Fine-tune Top1 Acc.",
         "finetune_top5": "Fine-tune Top5 Acc.",
@@ -408,15 +399,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table.index.name = "Metric"
     table.to_csv(out / "vit_mae.csv")
     sd = raw.groupby("scheme", sort=False)[list(metrics)].std().T.rename(index=metrics)
-    md = (
-        f"# Table 1 layout: ViT MAE on {data} ({args.mode} mode, {cfg['epochs']} pretraining "
-        f"epochs, {len(cfg['seeds'])} seed(s); mean over seeds)\n\n"
-        + table.to_markdown(floatfmt=".2f")
-        + "\n\n## Standard deviation over seeds\n\n"
-        + sd.to_markdown(floatfmt=".2f")
-        + "\n"
+    md = vision.write_report(
+        out / "vit_mae.md",
+        f"Table 1 layout: ViT MAE on {data} ({args.mode} mode, {cfg['epochs']} pretraining "
+        f"epochs, {len(cfg['seeds'])} seed(s); mean over seeds)",
+        [
+            (None, table.to_markdown(floatfmt=".2f")),
+            ("Standard deviation over seeds", sd.to_markdown(floatfmt=".2f")),
+        ],
     )
-    (out / "vit_mae.md").write_text(md)
     _plot(out / "table1_vit_mae.png", raw, data)
     print(md)
     return table

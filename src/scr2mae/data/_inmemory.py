@@ -266,6 +266,32 @@ def split_cells(
     return indices[n_val : n_val + n_train], indices[:n_val], indices[n_val + n_train :]
 
 
+class _SplitDataModule(LightningDataModule):
+    """What both data modules set up: the registered AnnData's cells split as scvi-tools'
+    ``DataSplitter`` splits them, the mini-batch size and the shuffling seed (``None`` uses
+    ``scvi.settings.seed``, and 0 where that is unset too)."""
+
+    def __init__(
+        self,
+        adata_manager,
+        batch_size: int,
+        train_size: float | None,
+        validation_size: float | None,
+        shuffle_set_split: bool,
+        seed: int | None,
+    ):
+        super().__init__()
+        self.adata_manager = adata_manager
+        self.batch_size = batch_size
+        seed = settings.seed if seed is None else seed
+        self.seed = 0 if seed is None else int(seed)
+        self.n_obs = adata_manager.adata.n_obs
+        self.train_idx, self.val_idx, self.test_idx = split_cells(
+            self.n_obs, batch_size, train_size, validation_size, shuffle_set_split
+        )
+        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+
+
 def _steps(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> list:
     """Split an epoch's index order into this rank's mini-batches.
 
@@ -322,7 +348,7 @@ class _EpochBatches:
             yield self.tensors.gather(idx, self.device)
 
 
-class InMemoryDataModule(LightningDataModule):
+class InMemoryDataModule(_SplitDataModule):
     """Training and validation mini-batches of an in-memory AnnData, gathered as tensors.
 
     The default data path of :meth:`scr2mae.R2MAEModel.train`. The split into training and
@@ -359,18 +385,11 @@ class InMemoryDataModule(LightningDataModule):
         seed: int | None = None,
         device: torch.device | str = "auto",
     ):
-        super().__init__()
         check_int("batch_size", batch_size, minimum=2)
-        self.adata_manager = adata_manager
-        self.batch_size = batch_size
-        self.seed = settings.seed if seed is None else seed
-        self.seed = 0 if self.seed is None else int(self.seed)
-        self.device = device
-        self.n_obs = adata_manager.adata.n_obs
-        self.train_idx, self.val_idx, self.test_idx = split_cells(
-            self.n_obs, batch_size, train_size, validation_size, shuffle_set_split
+        super().__init__(
+            adata_manager, batch_size, train_size, validation_size, shuffle_set_split, seed
         )
-        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+        self.device = device
         self.tensors: CellTensors | None = None
 
     def _target(self) -> tuple[torch.device, int, int]:

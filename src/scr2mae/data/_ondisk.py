@@ -19,11 +19,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from anndata import AnnData
-from lightning.pytorch import LightningDataModule
-from scvi import REGISTRY_KEYS, settings
+from scvi import REGISTRY_KEYS
 
 from .._validation import check_int
-from ._inmemory import CellTensors, split_cells
+from ._inmemory import CellTensors, _SplitDataModule
 from ._panels import PanelLayout, panel_layout
 
 __all__ = ["OnDiskDataModule", "is_on_disk", "read_backed"]
@@ -214,7 +213,7 @@ class _ChunkBatches:
         return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
 
 
-class OnDiskDataModule(LightningDataModule):
+class OnDiskDataModule(_SplitDataModule):
     """Training and validation mini-batches of an AnnData whose counts stay on disk.
 
     Every epoch cuts the file into contiguous chunks of ``chunk_size`` rows and puts them in a
@@ -261,25 +260,18 @@ class OnDiskDataModule(LightningDataModule):
         buffer_chunks: int = 256,
         seed: int | None = None,
     ):
-        super().__init__()
         for name, value, minimum in (
             ("batch_size", batch_size, 2),
             ("chunk_size", chunk_size, 1),
             ("buffer_chunks", buffer_chunks, 1),
         ):
             check_int(name, value, minimum)
-        self.adata_manager = adata_manager
+        super().__init__(
+            adata_manager, batch_size, train_size, validation_size, shuffle_set_split, seed
+        )
         self.read_rows = _RowReader(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-        self.n_obs = adata_manager.adata.n_obs
-        self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.buffer_chunks = buffer_chunks
-        seed = settings.seed if seed is None else seed
-        self.seed = 0 if seed is None else int(seed)
-        self.train_idx, self.val_idx, self.test_idx = split_cells(
-            self.n_obs, batch_size, train_size, validation_size, shuffle_set_split
-        )
-        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
         self.covariates = {
             key: np.asarray(adata_manager.get_from_registry(key), dtype=np.float32).reshape(
                 self.n_obs, -1

@@ -60,6 +60,14 @@ def _as_ratio_tensor(ratio, n: int, device) -> torch.Tensor:
     return r
 
 
+def _per_row_ratios(n_rows: int, n_cols: int, ratio, generator, device):
+    """Checked shape, then the mask's device and one ratio per row (the per-row generators'
+    common prologue)."""
+    _check_shape(n_rows, n_cols)
+    device = _resolve_device(ratio, generator, device)
+    return _as_ratio_tensor(ratio, n_rows, device), device
+
+
 def _ranks(scores: torch.Tensor) -> torch.Tensor:
     """Rank of every entry along the last dimension (0 = smallest), ties broken by position."""
     order = torch.argsort(scores, dim=-1, stable=True)
@@ -134,9 +142,7 @@ def bernoulli_mask(
     -------
     Boolean tensor of shape ``(n_rows, n_cols)``.
     """
-    _check_shape(n_rows, n_cols)
-    device = _resolve_device(ratio, generator, device)
-    r = _as_ratio_tensor(ratio, n_rows, device)
+    r, device = _per_row_ratios(n_rows, n_cols, ratio, generator, device)
     u = torch.rand(n_rows, n_cols, generator=generator, device=device)
     return u < r.unsqueeze(1)
 
@@ -151,24 +157,9 @@ def exact_count_mask(
 ) -> torch.Tensor:
     """Per-row masks with exactly ``round(ratio[i] * n_cols)`` masked entries in row ``i``.
 
-    Parameters
-    ----------
-    n_rows, n_cols
-        Shape of the mini-batch.
-    ratio
-        One ratio for all rows, or a tensor of ``n_rows`` ratios.
-    generator
-        Optional seeded generator on ``device``.
-    device
-        Device of the mask; defaults to the ratio's device if it is a tensor, else CPU.
-
-    Returns
-    -------
-    Boolean tensor of shape ``(n_rows, n_cols)``.
+    Parameters and return value as in :func:`bernoulli_mask`.
     """
-    _check_shape(n_rows, n_cols)
-    device = _resolve_device(ratio, generator, device)
-    r = _as_ratio_tensor(ratio, n_rows, device)
+    r, device = _per_row_ratios(n_rows, n_cols, ratio, generator, device)
     k = ratio_to_count(r, n_cols)
     scores = torch.rand(n_rows, n_cols, generator=generator, device=device)
     return _ranks(scores) < k.unsqueeze(1)

@@ -122,12 +122,17 @@ def spiked_fixed_point(ratios, *, n_features: int, n_samples: int, spike: float)
     -------
     Array of ``kappa`` values, one per ratio.
     """
+    p, d, n, theta = _check_spiked(ratios, n_features, n_samples, spike)
+    a, b = _spiked_masked_spectrum(p, d, theta)
+    return _spiked_kappa(p * n, d, a, b)
+
+
+def _check_spiked(ratios, n_features: int, n_samples: int, spike: float):
+    """The checked ``p``, ``d``, ``n`` and ``theta`` of the spiked model."""
     p = check_ratios(ratios)
     d = check_positive_int("n_features", n_features)
     n = check_positive_int("n_samples", n_samples)
-    theta = check_nonnegative("spike", spike)
-    a, b = _spiked_masked_spectrum(p, d, theta)
-    return _spiked_kappa(p * n, d, a, b)
+    return p, d, n, check_nonnegative("spike", spike)
 
 
 def _spiked_masked_spectrum(p: np.ndarray, d: int, theta: float):
@@ -183,14 +188,8 @@ def spiked_risk(
 
     Parameters
     ----------
-    ratios
-        Masking ratio(s) ``p`` in ``(0, 1)``.
-    n_features
-        Dimension ``d``.
-    n_samples
-        Number of samples ``n`` before masking.
-    spike
-        Spike strength ``theta >= 0``.
+    ratios, n_features, n_samples, spike
+        As in :func:`spiked_fixed_point`.
     strength
         Feature strength ``alpha = u^T beta / ||beta||`` in ``[-1, 1]``.
     noise_var
@@ -202,10 +201,7 @@ def spiked_risk(
     -------
     :class:`RiskCurve`; its :attr:`~RiskCurve.null_risk` is ``beta^T Sigma beta``.
     """
-    p = check_ratios(ratios)
-    d = check_positive_int("n_features", n_features)
-    n = check_positive_int("n_samples", n_samples)
-    theta = check_nonnegative("spike", spike)
+    p, d, n, theta = _check_spiked(ratios, n_features, n_samples, spike)
     sigma2 = check_nonnegative("noise_var", noise_var)
     r2 = check_nonnegative("signal_norm2", signal_norm2)
     try:

@@ -49,6 +49,13 @@ def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return low + (high - low) * (values - values.min()) / span
 
 
+def _rescaled_rotation(draw, low, high, seed) -> np.ndarray:
+    """Random rotation of the spectrum ``draw(rng)`` rescaled to the checked ``[low, high]``."""
+    low, high = _check_range(low, high)
+    rng = as_rng(seed)
+    return spectrum_covariance(_rescale(draw(rng), low, high), seed=rng)
+
+
 def isotropic_covariance(n_features: int) -> np.ndarray:
     """The identity covariance ``I_d`` (Fig. 1A, Theorem 1).
 
@@ -183,10 +190,7 @@ def uniform_spectrum_covariance(
     ``(d, d)`` covariance.
     """
     d = check_positive_int("n_features", n_features)
-    low, high = _check_range(low, high)
-    rng = as_rng(seed)
-    lam = _rescale(rng.uniform(size=d), low, high)
-    return spectrum_covariance(lam, seed=rng)
+    return _rescaled_rotation(lambda rng: rng.uniform(size=d), low, high, seed)
 
 
 def beta_spectrum_covariance(
@@ -205,14 +209,10 @@ def beta_spectrum_covariance(
 
     Parameters
     ----------
-    n_features
-        Dimension ``d``.
     a, b
         Beta shape parameters.
-    low, high
-        Range of the spectrum after rescaling.
-    seed
-        Seed or generator.
+    n_features, low, high, seed
+        As in :func:`uniform_spectrum_covariance`.
 
     Returns
     -------
@@ -221,10 +221,7 @@ def beta_spectrum_covariance(
     d = check_positive_int("n_features", n_features)
     a = check_positive("a", a)
     b = check_positive("b", b)
-    low, high = _check_range(low, high)
-    rng = as_rng(seed)
-    lam = _rescale(rng.beta(a, b, size=d), low, high)
-    return spectrum_covariance(lam, seed=rng)
+    return _rescaled_rotation(lambda rng: rng.beta(a, b, size=d), low, high, seed)
 
 
 def latent_space_covariance(
@@ -237,14 +234,12 @@ def latent_space_covariance(
 
     Parameters
     ----------
-    n_features
-        Dimension ``d``.
+    n_features, seed
+        As in :func:`uniform_spectrum_covariance`.
     n_latent
         Latent dimension ``k``; defaults to ``d // 2``.
     top
         Approximate largest eigenvalue (``> 1``).
-    seed
-        Seed or generator.
 
     Returns
     -------
