@@ -166,6 +166,10 @@ def test_model_loaded_without_anndata_checks_the_same_way(tmp_path, monkeypatch)
     assert np.isfinite(model.get_latent_representation(new, indices=[0, 1])).all()
     with pytest.raises(ValueError, match="negative values"):
         model.get_latent_representation(new, indices=[1000])
+    # a view of cells is adopted as scvi-tools adopts one (made an actual AnnData)
+    fresh = R2MAEModel.load(str(tmp_path / "model"), adata=False)
+    z = fresh.get_latent_representation(_adata()[:20])
+    assert z.shape[0] == 20 and np.isfinite(z).all()
 
 
 @pytest.mark.parametrize("kind", ["category", "str", "int", "default"])

@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 from anndata import AnnData
+from scvi.data._utils import _check_if_view
 
 from .._validation import check_count_sample
 from ..data._alignment import align_to_genes, compare_var_names
@@ -50,6 +51,7 @@ class QueryMixin:
         if self.adata_manager is None:
             # a model loaded without an AnnData adopts this one, as scvi-tools' does, registered
             # without the whole-matrix check that the sample above stands in for
+            _check_if_view(adata, copy_if_view=copy_if_view)
             self._register_sampled(adata)
             self._adata = adata
             self._adata_manager = self._get_most_recent_anndata_manager(adata, required=True)
