@@ -10,6 +10,7 @@ experiment with the same layout goes through exactly the same code as the real C
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -148,10 +149,8 @@ def _experiment_name(organism: str) -> str:
     return _ORGANISMS[key]
 
 
-_AGE_PATTERNS = (
-    (re.compile(r"^(\d+(?:\.\d+)?)[- ]year[- ]old (?:human )?stage$"), 1.0),
-    (re.compile(r"^(\d+(?:\.\d+)?)[- ]month[- ]old (?:human )?stage$"), 1.0 / 12.0),
-)
+_AGE_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)[- ](year|month)[- ]old (?:human )?stage$")
+_AGE_SCALES = {"year": 1.0, "month": 1.0 / 12.0}
 
 
 def parse_age_years(development_stage: Sequence[str] | pd.Series) -> np.ndarray:
@@ -174,36 +173,19 @@ def parse_age_years(development_stage: Sequence[str] | pd.Series) -> np.ndarray:
     if isinstance(development_stage, str):
         raise TypeError("`development_stage` must be a sequence of labels, not a single string.")
     labels = pd.Series(development_stage, dtype="object").astype(str)
-    uniques = labels.unique()
-    lookup = {}
-    for label in uniques:
-        value = np.nan
-        text = label.strip().lower()
-        for pattern, scale in _AGE_PATTERNS:
-            match = pattern.match(text)
-            if match:
-                value = float(match.group(1)) * scale
-                break
-        lookup[label] = value
-    return labels.map(lookup).to_numpy(dtype=np.float64)
+    uniques = pd.Series(labels.unique(), dtype="object")
+    found = uniques.str.strip().str.lower().str.extract(_AGE_PATTERN)
+    ages = found[0].astype(np.float64) * found[1].map(_AGE_SCALES).astype(np.float64)
+    return labels.map(dict(zip(uniques, ages, strict=True))).to_numpy(dtype=np.float64)
 
 
 def _finalise(adata: AnnData, counts_layer: str, var_index: str | None) -> AnnData:
     """Integer CSR counts in ``counts_layer`` and ``X``, string categories, ``age_years``."""
-    X = adata.X
-    X = sparse.csr_matrix(X) if not sparse.issparse(X) else X.tocsr()
-    adata.X = X
+    X = adata.X = adata.X.tocsr() if sparse.issparse(adata.X) else sparse.csr_matrix(adata.X)
     # the Census "raw" layer holds integer counts; anything else was the wrong layer
-    check_count_matrix(
-        adata,
-        None,
-        where="Census X layer (load 'raw')",
-        allow_empty=True,
-        allow_unmeasured=False,
-        allow_non_integer=False,
-    )
-    data = X.data
-    counts = X.astype(np.int32 if (not data.size or data.max() < 2**31) else np.int64)
+    where = "Census X layer (load 'raw')"
+    check_count_matrix(adata, None, where=where, allow_empty=True, allow_non_integer=False)
+    counts = X.astype(np.int32 if (not X.data.size or X.data.max() < 2**31) else np.int64)
     adata.X = counts.copy()
     adata.layers[counts_layer] = counts
     for col in adata.obs.columns:
@@ -322,10 +304,8 @@ def read_cellxgene_h5ad(
     ----------
     path
         Path of the ``.h5ad`` file.
-    counts_layer
-        Layer that receives the integer counts (``X`` holds them too).
-    var_index
-        ``var`` column used as gene names when unique; ``None`` keeps the index.
+    counts_layer, var_index
+        As in :func:`load_census` (``None`` for ``var_index`` keeps the file's index).
 
     Returns
     -------
@@ -439,12 +419,11 @@ def census_datamodule(
             dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
             **kwargs,
         )
+        if datamodule.n_obs == 0:
+            raise ValueError(f"no cells match the filter {value_filter!r}.")
     except BaseException:
         census.close()
         raise
-    if datamodule.n_obs == 0:
-        census.close()
-        raise ValueError(f"no cells match the filter {value_filter!r}.")
     datamodule.census = census
     return datamodule
 
@@ -546,12 +525,8 @@ def embed_census(
     model
         A trained model with ``get_latent_representation(dataloader=...)`` (e.g.
         :class:`~scr2mae.R2MAEModel`).
-    datamodule
-        The ``TileDBDataModule`` the model was trained with.
-    batch_size
-        Cells per forward pass.
-    x_layer
-        X layer with the raw counts; ``None`` reads the data module's own.
+    datamodule, batch_size, x_layer
+        As in :func:`census_batches` (``batch_size`` cells per forward pass).
 
     Returns
     -------
@@ -588,13 +563,10 @@ def anndata_batches(
         Cells with the data module's genes, in the same order (checked through
         ``var["soma_joinid"]``, which :func:`load_census` keeps), and its batch columns in
         ``obs``.
-    datamodule
-        The ``TileDBDataModule`` the model was trained with (e.g. from
-        :func:`census_datamodule`).
+    datamodule, batch_size
+        As in :func:`census_batches`.
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
-    batch_size
-        Cells per mini-batch.
 
     Returns
     -------
@@ -685,8 +657,6 @@ def write_census_standin(
         When the counts are not finite non-negative integers, the matrix is empty or the
         layer is missing.
     """
-    import os
-
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     uri = os.fspath(uri)
@@ -707,10 +677,9 @@ def write_census_standin(
         if isinstance(obs[col].dtype, pd.CategoricalDtype):
             obs[col] = obs[col].astype(str)
     var = adata.var.copy()
-    if "feature_id" not in var:
-        var["feature_id"] = np.asarray(adata.var_names, dtype=str)
-    if "feature_name" not in var:
-        var["feature_name"] = np.asarray(adata.var_names, dtype=str)
+    for col in ("feature_id", "feature_name"):
+        if col not in var:
+            var[col] = np.asarray(adata.var_names, dtype=str)
     staged = AnnData(X=counts, obs=obs, var=var)
     with tiledbsoma.Collection.create(uri) as census:
         census.add_new_collection("census_info")
