@@ -26,13 +26,12 @@ __all__ = ["CellTensors", "InMemoryDataModule"]
 
 #: share of the free device memory the counts may take before they stay in host memory
 DEVICE_MEMORY_SHARE = 0.5
-
-
-_DENSIFY_ROWS = None
+_DENSIFY_ROWS = None  # the compiled loop, see `_densify_rows`
 
 
 def _densify_loop(indptr, indices, data, rows, out):  # pragma: no cover - compiled by numba
-    """Add the stored entries of CSR rows ``rows`` into the zeroed block ``out``."""
+    """Add the stored entries of CSR rows ``rows`` into the zeroed block ``out`` (duplicate
+    entries add up, as in SciPy's ``toarray``)."""
     for r in range(rows.shape[0]):
         i = rows[r]
         for j in range(indptr[i], indptr[i + 1]):
@@ -40,14 +39,8 @@ def _densify_loop(indptr, indices, data, rows, out):  # pragma: no cover - compi
 
 
 def _densify_rows():
-    """A compiled loop that writes CSR rows into a zeroed dense block (compiled on first use).
-
-    On the CPU this is the cheapest gather: one pass over the stored entries of the chosen rows,
-    against about ten vectorised torch operations (index arithmetic, two ``index_select``, a
-    scatter), each a pass of its own. Duplicate entries of a row add up, as in SciPy's
-    ``toarray``. The compiled code is cached on disk where numba finds a writable place, and
-    compiled once per process where it does not.
-    """
+    """:func:`_densify_loop` compiled on first use (cached on disk where numba can write): on
+    the CPU one pass over the chosen entries beats about ten vectorised torch operations."""
     global _DENSIFY_ROWS
     if _DENSIFY_ROWS is None:
         import numba
@@ -237,11 +230,9 @@ class CellTensors:
         return x.view(idx.numel(), self.n_vars)
 
     def _masks_on(self, device: torch.device) -> torch.Tensor:
-        cached = getattr(self, "_masks_cache", None)
-        if cached is None or cached.device != device:
-            cached = self.panel_masks.to(device)
-            self._masks_cache = cached
-        return cached
+        if self._masks_cache is None or self._masks_cache.device != device:
+            self._masks_cache = self.panel_masks.to(device)
+        return self._masks_cache
 
 
 def split_cells(

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from anndata import AnnData
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from .._validation import check_int
@@ -59,10 +60,7 @@ def read_backed(path: str | os.PathLike, layer: str | None = None) -> AnnData:
 
         root = zarr.open(path, mode="r")
         group = root["X"] if layer is None else root["layers"][layer]
-        if not hasattr(group, "attrs") or group.attrs.get("encoding-type") not in (
-            "csr_matrix",
-            "csc_matrix",
-        ):
+        if getattr(group, "attrs", {}).get("encoding-type") not in ("csr_matrix", "csc_matrix"):
             raise ValueError(f"{path!r}: the counts must be stored sparse (CSR) to stay on disk.")
         return AnnData(
             X=sparse_dataset(group), obs=read_elem(root["obs"]), var=read_elem(root["var"])
@@ -100,38 +98,23 @@ class _RowReader:
 
     def __call__(self, ranges: list[tuple[int, int]]):
         """Rows of the ranges ``[a, b)``, in order, as one SciPy CSR matrix or array."""
-        from scipy import sparse
-
         if self.indptr is None:
             parts = [self.counts[a:b] for a, b in ranges]
-            return (
-                sparse.vstack(parts, format="csr")
-                if sparse.issparse(parts[0])
-                else (np.vstack(parts))
-            )
-        data, indices, lengths = [], [], []
-        for a, b in ranges:
-            lo, hi = int(self.indptr[a]), int(self.indptr[b])
-            data.append(self.data[lo:hi])
-            indices.append(self.indices[lo:hi])
-            lengths.append(np.diff(self.indptr[a : b + 1]))
-        indptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths))])
-        return sparse.csr_matrix(
-            (np.concatenate(data), np.concatenate(indices), indptr),
-            shape=(indptr.size - 1, self.n_vars),
-        )
+            if sparse.issparse(parts[0]):
+                return sparse.vstack(parts, format="csr")
+            return np.vstack(parts)
+        spans = [slice(int(self.indptr[a]), int(self.indptr[b])) for a, b in ranges]
+        lengths = np.concatenate([np.diff(self.indptr[a : b + 1]) for a, b in ranges])
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        data = np.concatenate([self.data[s] for s in spans])
+        indices = np.concatenate([self.indices[s] for s in spans])
+        return sparse.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, self.n_vars))
 
 
-def _merge_ranges(starts: np.ndarray, size: int, n_obs: int) -> list[tuple[int, int]]:
-    """Row ranges ``[a, b)`` of sorted chunk starts, adjacent chunks merged into one read."""
-    ranges: list[tuple[int, int]] = []
-    for a in starts.tolist():
-        b = min(a + size, n_obs)
-        if ranges and ranges[-1][1] == a:
-            ranges[-1] = (ranges[-1][0], b)
-        else:
-            ranges.append((a, b))
-    return ranges
+def _merge_ranges(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted, disjoint row ranges ``[starts, ends)``, those that touch merged into one read."""
+    cut = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    return list(zip(starts[np.r_[0, cut]].tolist(), ends[np.r_[cut - 1, -1]].tolist(), strict=True))
 
 
 class _ChunkBatches:
@@ -166,7 +149,8 @@ class _ChunkBatches:
         # mix donors; each cell sits in exactly one chunk, hence is read once per epoch
         starts = rng.permutation(np.arange(0, m.n_obs, m.chunk_size))
         for i in range(0, len(starts), m.buffer_chunks):
-            ranges = _merge_ranges(np.sort(starts[i : i + m.buffer_chunks]), m.chunk_size, m.n_obs)
+            first = np.sort(starts[i : i + m.buffer_chunks])
+            ranges = _merge_ranges(first, np.minimum(first + m.chunk_size, m.n_obs))
             ranges = [(a, b) for a, b in ranges if self.keep[a:b].any()]
             if not ranges:
                 continue
@@ -260,12 +244,9 @@ class OnDiskDataModule(_SplitDataModule):
         buffer_chunks: int = 256,
         seed: int | None = None,
     ):
-        for name, value, minimum in (
-            ("batch_size", batch_size, 2),
-            ("chunk_size", chunk_size, 1),
-            ("buffer_chunks", buffer_chunks, 1),
-        ):
-            check_int(name, value, minimum)
+        check_int("batch_size", batch_size, 2)
+        check_int("chunk_size", chunk_size)
+        check_int("buffer_chunks", buffer_chunks)
         super().__init__(
             adata_manager, batch_size, train_size, validation_size, shuffle_set_split, seed
         )
