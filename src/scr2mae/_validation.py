@@ -42,21 +42,9 @@ def _names(layer: str | None, where: str) -> tuple[str, str]:
 
 def _iter_blocks(mat):
     """Yield (row_offset, block) pairs where block is a numpy array or CSR matrix."""
-    n = mat.shape[0]
-    for start in range(0, n, _CHUNK_ROWS):
+    for start in range(0, mat.shape[0], _CHUNK_ROWS):
         block = mat[start : start + _CHUNK_ROWS]
-        if sparse.issparse(block):
-            yield start, sparse.csr_matrix(block)
-        else:
-            yield start, np.asarray(block)
-
-
-def _nan_to_zero(block):
-    if sparse.issparse(block):
-        block = block.copy()
-        block.data = np.nan_to_num(block.data, nan=0.0)
-        return block
-    return np.nan_to_num(block, nan=0.0)
+        yield start, sparse.csr_matrix(block) if sparse.issparse(block) else np.asarray(block)
 
 
 # The rules that tell counts from normalised or log-normalised data are listed in the docstring
@@ -287,13 +275,15 @@ def check_count_matrix(
     for start, block in _iter_blocks(mat):
         values = block.data if sparse.issparse(block) else block
         nan = _check_values(values, prefix, name, allow_unmeasured)
-        if nan is not None:
+        if nan is not None:  # unmeasured entries count as zeros (in a copy)
+            values = values[~nan]
             if sparse.issparse(block):
                 gene_nan += np.bincount(block.indices[nan], minlength=n_vars)
+                block = block.copy()
+                block.data[nan] = 0.0
             else:
                 gene_nan += nan.sum(axis=0)
-            values = values[~nan]
-            block = _nan_to_zero(block)
+                block = np.where(nan, 0.0, block)
         if values.size:
             max_value = max(max_value, float(values.max()))
             n_nonzero += int(np.count_nonzero(values))

@@ -32,16 +32,11 @@ def gene_identifier_columns(var: pd.DataFrame, max_columns: int = 8) -> dict[str
     columns = {}
     for name in var.columns:
         col = var[name]
-        if not (
-            pd.api.types.is_object_dtype(col)
-            or pd.api.types.is_string_dtype(col)
-            or isinstance(col.dtype, pd.CategoricalDtype)
-        ):
+        text = pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)
+        if not (text or isinstance(col.dtype, pd.CategoricalDtype)):
             continue
-        values = col.astype(object)
-        if values.isna().any() or not values.is_unique:
-            continue
-        if not all(isinstance(v, str) for v in values):
+        values = col.astype(object)  # all strings, hence none missing
+        if not values.is_unique or not all(isinstance(v, str) for v in values):
             continue
         columns[str(name)] = [str(v) for v in values]
         if len(columns) == max_columns:
@@ -85,22 +80,16 @@ def _unique_rows(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     packed = np.ascontiguousarray(packed)
     keys = packed.view(np.dtype((np.void, max(packed.shape[1], 1)))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return first[order], rank[inverse.ravel()]
+    codes, order = pd.factorize(inverse.ravel())  # numbered in order of first appearance
+    return first[order], codes
 
 
 def _unique_panels(panels: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Identical panels merged and numbered in order of the cells' first appearance."""
+    """Identical panels merged and numbered in order of the cells' first appearance; only the
+    panels some cell uses are kept (a category column may name panels no cell has left)."""
     rows, inverse = _unique_rows(np.packbits(panels, axis=1))
-    codes = inverse[codes]
-    # only the panels some cell uses (a category column may name panels no cell has left)
-    used, first = np.unique(codes, return_index=True)
-    order = used[np.argsort(first, kind="stable")]
-    rank = np.full(len(rows), -1, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    return panels[rows][order], rank[codes]
+    codes, order = pd.factorize(inverse[codes])
+    return panels[rows][order], codes
 
 
 def _nan_panels(x: sparse.csr_matrix, nan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +226,6 @@ def align_to_genes(
         part[:] = lookup[part]
     aligned = sparse.csr_matrix((x.data, x.indices, x.indptr), shape=(n_obs, n_model))
     aligned.sort_indices()
-    del x
 
     cell_totals = np.asarray(aligned.sum(axis=1)).ravel()
     empty = np.flatnonzero(cell_totals == 0)

@@ -224,9 +224,9 @@ def load_census(
     obs_value_filter
         A SOMA value filter on ``obs``, e.g. ``"tissue_general == 'lung' and disease ==
         'normal'"``; combined with ``dataset_ids`` by ``and``.
-    census_uri
-        Location of the Census (``None``: the public release ``census_version``); a local
-        SOMA collection with the Census layout works the same way.
+    census_uri, census_version, timeout
+        Census location and TileDB's timeouts, as in :func:`open_census`; a local SOMA
+        collection with the Census layout works the same way.
     organism
         ``"Homo sapiens"`` or ``"Mus musculus"``.
     obs_columns
@@ -241,11 +241,6 @@ def load_census(
     var_index
         ``var`` column used as gene names when unique (``"feature_name"``); ``None`` keeps
         the Ensembl ids.
-    census_version
-        Census release when ``census_uri`` is ``None``.
-    timeout
-        TileDB's connect and per-request timeout in seconds (see :func:`open_census`); the
-        download of a large selection may take hours and is not cut short.
 
     Returns
     -------

@@ -19,7 +19,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 
 from .._validation import check_count_rows, check_int
-from ._inmemory import CellTensors, _move
+from ._inmemory import CellTensors, _move, registered_covariates
 from ._ondisk import _merge_ranges, _RowReader, is_on_disk
 from ._panels import MEASURED_KEY, panel_layout
 
@@ -81,9 +81,7 @@ class InferenceBatches:
         self.obs_names = adata_manager.adata.obs_names
         self.layer = adata_manager.registry["setup_args"].get("layer")
         self.covariates = {
-            key: np.asarray(adata_manager.get_from_registry(key))
-            for key in adata_manager.data_registry
-            if key != REGISTRY_KEYS.X_KEY
+            k: np.asarray(v) for k, v in registered_covariates(adata_manager).items()
         }
         self.panels = panel_layout(adata_manager)
         self.indices = indices

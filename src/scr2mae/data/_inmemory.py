@@ -9,6 +9,7 @@ per-row Python), and the dense mini-batch is built where the model runs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -52,6 +53,12 @@ def _densify_rows():
     return _DENSIFY_ROWS
 
 
+def registered_covariates(adata_manager) -> dict:
+    """The registered arrays of an ``AnnDataManager`` other than the counts, by registry key."""
+    keys = [key for key in adata_manager.data_registry if key != REGISTRY_KEYS.X_KEY]
+    return {key: adata_manager.get_from_registry(key) for key in keys}
+
+
 def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a mini-batch's tensor to ``device`` (the one place where gathered data moves)."""
     return tensor.to(device, non_blocking=True)
@@ -76,12 +83,7 @@ class CellTensors:
 
     def __init__(self, adata_manager, device: torch.device | str = "cpu"):
         counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        covariates = {
-            key: adata_manager.get_from_registry(key)
-            for key in adata_manager.data_registry
-            if key != REGISTRY_KEYS.X_KEY
-        }
-        self._set(counts, covariates, panel_layout(adata_manager))
+        self._set(counts, registered_covariates(adata_manager), panel_layout(adata_manager))
         self.to(device)
 
     @classmethod
@@ -158,20 +160,6 @@ class CellTensors:
             return self.to(device)
         return self.to("cpu").pin()
 
-    def _csr_positions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions of the stored entries of rows ``idx`` and the output row of each."""
-        starts = self.crow[idx]
-        lengths = self.crow[idx + 1] - starts
-        total = int(lengths.sum())  # one host read per step: the size of the gather
-        ends = torch.cumsum(lengths, 0)
-        # entry j of output row r sits at starts[r] + (j - (ends[r] - lengths[r]))
-        shift = torch.repeat_interleave(starts - (ends - lengths), lengths, output_size=total)
-        positions = torch.arange(total, device=idx.device) + shift
-        rows = torch.repeat_interleave(
-            torch.arange(idx.numel(), device=idx.device), lengths, output_size=total
-        )
-        return positions, rows
-
     def gather(self, idx: torch.Tensor, device: torch.device | str | None = None) -> dict:
         """The mini-batch of rows ``idx`` as scvi-tools' tensor dictionary, on ``device``.
 
@@ -218,7 +206,16 @@ class CellTensors:
         """Dense rows ``idx`` built on ``device`` with torch operations only (no host loop):
         from host memory only the gathered entries travel, asynchronously when pinned."""
         self._check_rows(idx)
-        positions, rows = self._csr_positions(idx)
+        starts = self.crow[idx]
+        lengths = self.crow[idx + 1] - starts
+        total = int(lengths.sum())  # one host read per step: the size of the gather
+        ends = torch.cumsum(lengths, 0)
+        # entry j of output row r sits at starts[r] + (j - (ends[r] - lengths[r]))
+        shift = torch.repeat_interleave(starts - (ends - lengths), lengths, output_size=total)
+        positions = torch.arange(total, device=idx.device) + shift
+        rows = torch.repeat_interleave(
+            torch.arange(idx.numel(), device=idx.device), lengths, output_size=total
+        )
         col = self.col.index_select(0, positions)
         val = self.val.index_select(0, positions)
         if self.pinned and device.type == "cuda":
@@ -284,13 +281,10 @@ class _SplitDataModule(LightningDataModule):
 
 
 def _steps(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> list:
-    """Split an epoch's index order into this rank's mini-batches.
-
-    Each step takes the next ``batch_size × world_size`` cells of the shared order and deals
-    them to the ranks (``[rank::world_size]``), so every rank runs the same number of steps and
-    the ranks together see every cell once. A last chunk too small to give each rank two cells
-    (batch norm needs two) joins the step before it.
-    """
+    """This rank's mini-batches of an epoch's order: each step deals the next ``batch_size ×
+    world_size`` cells to the ranks (``[rank::world_size]``), so all run the same number of
+    steps and together see every cell once; a last chunk too small to give each rank two cells
+    (batch norm needs two) joins the step before it."""
     chunk = batch_size * world_size
     bounds = [*list(range(0, order.numel(), chunk)), order.numel()]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * world_size:
@@ -298,29 +292,22 @@ def _steps(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> 
     return [order[a:b][rank::world_size] for a, b in itertools.pairwise(bounds)]
 
 
+@dataclasses.dataclass(eq=False)
 class _EpochBatches:
     """Iterable of one epoch's mini-batches (Lightning takes any sized iterable)."""
 
-    def __init__(
-        self,
-        tensors: CellTensors,
-        indices: np.ndarray,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        device: torch.device,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.tensors = tensors
-        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.device = device
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
+    tensors: CellTensors
+    indices: np.ndarray
+    batch_size: int
+    shuffle: bool
+    seed: int
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = dataclasses.field(default=0, init=False)
+
+    def __post_init__(self):
+        self.indices = torch.as_tensor(np.asarray(self.indices, dtype=np.int64))
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:

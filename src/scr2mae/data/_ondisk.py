@@ -23,7 +23,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from .._validation import check_int
-from ._inmemory import CellTensors, _SplitDataModule
+from ._inmemory import CellTensors, _SplitDataModule, registered_covariates
 from ._panels import PanelLayout, panel_layout
 
 __all__ = ["OnDiskDataModule", "is_on_disk", "read_backed"]
@@ -144,9 +144,8 @@ class _ChunkBatches:
         those cells' row numbers, both in a random order.
         """
         m = self.module
-        # a random order of all chunks: every buffer takes `buffer_chunks` of them, scattered
-        # over the file, so a file sorted by donor still gives buffers (and mini-batches) that
-        # mix donors; each cell sits in exactly one chunk, hence is read once per epoch
+        # each buffer takes `buffer_chunks` chunks scattered over the file (mixing the donors of
+        # a sorted file); each cell sits in one chunk, hence is read once per epoch
         starts = rng.permutation(np.arange(0, m.n_obs, m.chunk_size))
         for i in range(0, len(starts), m.buffer_chunks):
             first = np.sort(starts[i : i + m.buffer_chunks])
@@ -216,13 +215,9 @@ class OnDiskDataModule(_SplitDataModule):
 
     Parameters
     ----------
-    adata_manager
-        The :class:`scvi.data.AnnDataManager` of an AnnData registered on disk
+    adata_manager, batch_size, train_size, validation_size, shuffle_set_split
+        As in :class:`~scr2mae.data.InMemoryDataModule`, for an AnnData registered on disk
         (:func:`read_backed`).
-    batch_size
-        Cells per mini-batch.
-    train_size, validation_size, shuffle_set_split
-        As in :class:`~scvi.dataloaders.DataSplitter`.
     chunk_size
         Rows per contiguous read. Smaller chunks mix a sorted file better and cost more reads
         (measured: about 0.1 ms per read of a CSR dataset in the page cache).
@@ -254,11 +249,8 @@ class OnDiskDataModule(_SplitDataModule):
         self.chunk_size = chunk_size
         self.buffer_chunks = buffer_chunks
         self.covariates = {
-            key: np.asarray(adata_manager.get_from_registry(key), dtype=np.float32).reshape(
-                self.n_obs, -1
-            )
-            for key in adata_manager.data_registry
-            if key != REGISTRY_KEYS.X_KEY
+            key: np.asarray(values, dtype=np.float32).reshape(self.n_obs, -1)
+            for key, values in registered_covariates(adata_manager).items()
         }
         self.panels = panel_layout(adata_manager)
         self.target = torch.device("cpu")
