@@ -35,6 +35,12 @@ def _matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def counts_anndata(matrix, layer: str | None, obs: pd.DataFrame, var: pd.DataFrame) -> AnnData:
+    """An AnnData holding ``matrix`` as ``layers[layer]``, or as ``X`` when ``layer`` is None."""
+    layers = {} if layer is None else {layer: matrix}
+    return AnnData(X=matrix if layer is None else None, obs=obs, var=var, layers=layers)
+
+
 def _names(layer: str | None, where: str) -> tuple[str, str]:
     """The message prefix naming the caller, and the name of the checked matrix."""
     return f"{where}: " if where else "", "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -137,9 +143,8 @@ def _transformed_reason(
                 f"values are {name} of counts scaled per cell (e.g. `sc.pp.normalize_total` "
                 "then `sc.pp.log1p`)"
             )
-    n_obs = cell_totals.size
     if (
-        n_nonzero >= _LOG_MIN_GENES * n_obs
+        n_nonzero >= _LOG_MIN_GENES * cell_totals.size
         and max_value <= _LOG_MAX
         and n_non_integer >= _LOG_NON_INTEGER * n_nonzero
     ):
@@ -364,12 +369,8 @@ def check_count_sample(
     n_obs = mat.shape[0]
     rows = np.unique(np.linspace(0, max(n_obs - 1, 0), min(n_obs, n_cells)).astype(np.int64))
     block = mat[rows] if rows.size < n_obs else mat
-    sample = AnnData(
-        X=block if layer is None else None,
-        obs=pd.DataFrame(index=adata.obs_names[rows]),
-        var=pd.DataFrame(index=adata.var_names),
-        layers={} if layer is None else {layer: block},
-    )
+    obs, var = pd.DataFrame(index=adata.obs_names[rows]), pd.DataFrame(index=adata.var_names)
+    sample = counts_anndata(block, layer, obs, var)
     check_count_matrix(
         sample,
         layer,

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._validation import N_MEASURED_KEY, check_count_matrix
+from .._validation import N_MEASURED_KEY, check_count_matrix, counts_anndata
 from ._panels import PANEL_KEY, panel_layout, panel_name
 
 logger = logging.getLogger(__name__)
@@ -106,12 +106,9 @@ def _nan_panels(x: sparse.csr_matrix, nan: np.ndarray) -> tuple[np.ndarray, np.n
         (np.ones(positions.size, dtype=bool), (local, x.indices[positions])),
         shape=(affected.size, n_genes),
     )
-    packed = np.concatenate(
-        [
-            np.packbits(pattern[a : a + 10_000].toarray(), axis=1)
-            for a in range(0, affected.size, 10_000)
-        ]
-    )
+    # densified 10,000 cells at a time
+    chunks = (pattern[a : a + 10_000].toarray() for a in range(0, affected.size, 10_000))
+    packed = np.concatenate([np.packbits(chunk, axis=1) for chunk in chunks])
     first, inverse = _unique_rows(packed)
     codes = np.zeros(n_obs, dtype=np.int64)
     codes[affected] = 1 + inverse
@@ -183,12 +180,8 @@ def align_to_genes(
     # the query's own counts are checked on the genes that are kept
     kept = counts[:, matched] if matched.size < counts.shape[1] else counts
     # the same layer name as the query's, so that messages name the matrix the user passed
-    sub = AnnData(
-        X=kept if layer is None else None,
-        obs=pd.DataFrame(index=adata.obs_names),
-        var=pd.DataFrame(index=pd.Index(target[position[matched]]).astype(str)),
-        layers={} if layer is None else {layer: kept},
-    )
+    var = pd.DataFrame(index=pd.Index(target[position[matched]]).astype(str))
+    sub = counts_anndata(kept, layer, pd.DataFrame(index=adata.obs_names), var)
     check_count_matrix(
         sub,
         layer,
@@ -244,13 +237,8 @@ def align_to_genes(
     obs = adata.obs.copy()
     obs[N_MEASURED_KEY] = panels.sum(axis=1).astype(np.int64)[codes]
     obs[PANEL_KEY] = pd.Categorical.from_codes(codes, [panel_name(m, model_genes) for m in panels])
-    out = AnnData(
-        X=aligned if out_layer is None else None,
-        obs=obs,
-        var=var,
-        obsm={k: v.copy() for k, v in adata.obsm.items()},
-        layers={} if out_layer is None else {out_layer: aligned},
-    )
+    out = counts_anndata(aligned, out_layer, obs, var)
+    out.obsm.update({k: v.copy() for k, v in adata.obsm.items()})
     summary = {
         "n_model_genes": int(n_model),
         "n_query_genes": len(query_ids),

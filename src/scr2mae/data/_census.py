@@ -392,15 +392,11 @@ def census_datamodule(
             raise ValueError(
                 f"`batch_column_names` not in the experiment's obs: {sorted(missing)}."
             )
-        var_query = (
-            tiledbsoma.AxisQuery()
-            if var_joinids is None
-            else tiledbsoma.AxisQuery(coords=(np.asarray(var_joinids, dtype=np.int64),))
-        )
+        coords = () if var_joinids is None else (np.asarray(var_joinids, dtype=np.int64),)
         query = experiment.axis_query(
             "RNA",
             obs_query=tiledbsoma.AxisQuery(value_filter=value_filter),
-            var_query=var_query,
+            var_query=tiledbsoma.AxisQuery(coords=coords),
         )
         datamodule = TileDBDataModule(
             query,

@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._validation import check_int
+from .._validation import check_int, counts_anndata
 from ._preprocess import log_normalize
 
 __all__ = ["pbmc68k_batches", "pbmc68k_counts"]
@@ -98,6 +98,4 @@ def cells_sample(adata: AnnData, layer: str | None, n_cells: int, seed: int = 0)
     obs = adata.obs.iloc[rows].copy()
     obs = obs[[c for c in obs.columns if not str(c).startswith("_scvi")]]
     var = pd.DataFrame(index=adata.var_names.copy())
-    if layer is None:
-        return AnnData(X=counts, obs=obs, var=var)
-    return AnnData(obs=obs, var=var, layers={layer: counts})
+    return counts_anndata(counts, layer, obs, var)

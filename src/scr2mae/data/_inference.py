@@ -92,9 +92,7 @@ class InferenceBatches:
         return -(-self.indices.size // self.batch_size)
 
     def __iter__(self) -> Iterator[dict]:
-        masks = None
-        if self.panels is not None:
-            masks = torch.from_numpy(self.panels.masks).to(self.device)
+        masks = None if self.panels is None else torch.from_numpy(self.panels.masks).to(self.device)
         for step, start in enumerate(range(0, self.indices.size, self.batch_size)):
             if step and step % RELEASE_EVERY == 0:
                 _release()
@@ -143,19 +141,16 @@ def inference_batches(
     batch_size = settings.batch_size if batch_size is None else batch_size
     check_int("batch_size", batch_size)
     n_obs = adata_manager.adata.n_obs
-    if indices is None:
-        indices = np.arange(n_obs)
-    else:
-        indices = np.asarray(indices)
-        if indices.dtype == bool:
-            if indices.shape != (n_obs,):
-                raise ValueError(
-                    f"`indices` as a boolean mask must have one entry per cell ({n_obs}), "
-                    f"got shape {indices.shape}."
-                )
-            indices = np.flatnonzero(indices)
-        indices = np.ascontiguousarray(indices.ravel(), dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= n_obs):
-            bad = indices[(indices < 0) | (indices >= n_obs)][0]
-            raise ValueError(f"`indices` must lie in [0, {n_obs}), got {bad}.")
+    indices = np.arange(n_obs) if indices is None else np.asarray(indices)
+    if indices.dtype == bool:
+        if indices.shape != (n_obs,):
+            raise ValueError(
+                f"`indices` as a boolean mask must have one entry per cell ({n_obs}), "
+                f"got shape {indices.shape}."
+            )
+        indices = np.flatnonzero(indices)
+    indices = np.ascontiguousarray(indices.ravel(), dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= n_obs):
+        bad = indices[(indices < 0) | (indices >= n_obs)][0]
+        raise ValueError(f"`indices` must lie in [0, {n_obs}), got {bad}.")
     return InferenceBatches(adata_manager, indices, batch_size, device)

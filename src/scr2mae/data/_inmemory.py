@@ -240,13 +240,9 @@ def split_cells(
     shuffle_set_split: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training, validation and test cells exactly as scvi-tools' ``DataSplitter`` draws them."""
+    train = 0.9 if train_size is None else train_size
     n_train, n_val = validate_data_split(
-        n_obs,
-        0.9 if train_size is None else train_size,
-        validation_size,
-        batch_size,
-        False,
-        train_size is None,
+        n_obs, train, validation_size, batch_size, False, train_size is None
     )
     indices = np.arange(n_obs)
     if shuffle_set_split:
