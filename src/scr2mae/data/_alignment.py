@@ -233,7 +233,7 @@ def align_to_genes(
     for key, values in identifiers.items():
         if key not in var.columns:
             var[key] = list(values)
-    var["measured_in_query"] = panels.any(axis=0)
+    var["measured_in_query"] = measured = panels.any(axis=0)
     obs = adata.obs.copy()
     obs[N_MEASURED_KEY] = panels.sum(axis=1).astype(np.int64)[codes]
     obs[PANEL_KEY] = pd.Categorical.from_codes(codes, [panel_name(m, model_genes) for m in panels])
@@ -244,7 +244,7 @@ def align_to_genes(
         "n_query_genes": len(query_ids),
         "n_matched": int(matched.size),
         "n_dropped": int(n_dropped),
-        "n_unmeasured_genes": int((~panels.any(axis=0)).sum()),
+        "n_unmeasured_genes": int((~measured).sum()),
         "n_panels": len(panels),
         "matched_on": "var_names" if gene_key is None else str(gene_key),
     }
@@ -252,7 +252,7 @@ def align_to_genes(
     logger.info(
         "query aligned: %d of %d model genes measured, %d unmeasured in every cell (hidden "
         "from the encoder), %d panel(s)",
-        int(panels.any(axis=0).sum()),
+        int(measured.sum()),
         n_model,
         summary["n_unmeasured_genes"],
         len(panels),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from anndata import AnnData
+from anndata import AnnData, read_h5ad
 from scipy import sparse
 
 from .._validation import check_count_matrix, check_int
@@ -306,11 +306,9 @@ def read_cellxgene_h5ad(
     -------
     AnnData laid out as :func:`load_census` returns it.
     """
-    import anndata
-
     if not isinstance(path, str | bytes) and not hasattr(path, "__fspath__"):
         raise TypeError(f"`path` must be a path, got {type(path).__name__}.")
-    src = anndata.read_h5ad(path)
+    src = read_h5ad(path)
     if src.raw is not None:
         adata = AnnData(X=src.raw.X, obs=src.obs.copy(), var=src.raw.var.copy())
         if var_index is not None and var_index not in adata.var and var_index in src.var:
@@ -659,7 +657,6 @@ def write_census_standin(
         adata, counts_layer, where="write_census_standin", allow_empty=True, allow_non_integer=False
     )
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
-    import tiledbsoma
     import tiledbsoma.io
 
     counts = sparse.csr_matrix(counts, dtype=np.float32)

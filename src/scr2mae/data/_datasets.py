@@ -33,8 +33,9 @@ def pbmc68k_counts() -> AnnData:
     lognorm = src.raw.X
     lognorm = lognorm.toarray() if sparse.issparse(lognorm) else np.asarray(lognorm)
     n_counts = src.obs["n_counts"].to_numpy(dtype=np.float64)[:, None]
-    counts = np.rint(np.expm1(lognorm.astype(np.float64)) * n_counts / 1e4)
-    if np.abs(np.expm1(lognorm.astype(np.float64)) * n_counts / 1e4 - counts).max() > 0.25:
+    restored = np.expm1(lognorm.astype(np.float64)) * n_counts / 1e4
+    counts = np.rint(restored)
+    if np.abs(restored - counts).max() > 0.25:
         raise RuntimeError("pbmc68k_reduced no longer has the expected raw layout.")
     adata = AnnData(
         X=sparse.csr_matrix(lognorm.astype(np.float32)),

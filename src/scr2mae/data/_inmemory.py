@@ -100,8 +100,7 @@ class CellTensors:
 
     def _set(self, counts, covariates: dict, panels: PanelLayout | None) -> None:
         self.n_obs, self.n_vars = counts.shape
-        self.dense = None
-        self.crow = self.col = self.val = None
+        self.dense = self.crow = self.col = self.val = None
         if sparse.issparse(counts):
             counts = sparse.csr_matrix(counts)  # CSC or COO become CSR once (a copy)
             self.crow = torch.from_numpy(np.asarray(counts.indptr, dtype=np.int64))

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from anndata import AnnData
+from anndata import AnnData, read_h5ad
+from anndata.abc import CSCDataset, CSRDataset
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
@@ -45,15 +46,13 @@ def read_backed(path: str | os.PathLike, layer: str | None = None) -> AnnData:
     An AnnData to register with :meth:`~scr2mae.R2MAEModel.setup_anndata` (``layer=None``);
     ``train()`` then reads it with :class:`OnDiskDataModule`.
     """
-    import anndata
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"`path` does not exist: {path!r}.")
     if path.endswith(".h5ad"):
         if layer is not None:
             raise ValueError("`layer` applies to .zarr stores; a backed .h5ad reads `X`.")
-        return anndata.read_h5ad(path, backed="r")
+        return read_h5ad(path, backed="r")
     if path.rstrip("/").endswith(".zarr"):
         import zarr
         from anndata.io import read_elem, sparse_dataset
@@ -70,8 +69,6 @@ def read_backed(path: str | os.PathLike, layer: str | None = None) -> AnnData:
 
 def is_on_disk(adata: AnnData) -> bool:
     """Whether the counts of ``adata`` are read from disk (backed mode or a sparse dataset)."""
-    from anndata.abc import CSCDataset, CSRDataset
-
     return bool(adata.isbacked) or isinstance(adata.X, CSRDataset | CSCDataset)
 
 
@@ -86,8 +83,6 @@ class _RowReader:
     """
 
     def __init__(self, counts):
-        from anndata.abc import CSRDataset
-
         self.counts = counts
         self.n_vars = int(counts.shape[1])
         group = getattr(counts, "group", None)
@@ -138,11 +133,9 @@ class _ChunkBatches:
         return steps - 1 if steps > 1 and last < 2 else steps
 
     def _buffers(self, rng: np.random.Generator) -> Iterator[tuple]:
-        """Buffers of chunks drawn at random from the whole file.
-
-        Yields the tensors of the rows read, the positions of the kept cells among them and
-        those cells' row numbers, both in a random order.
-        """
+        """Buffers of chunks drawn at random from the whole file: the tensors of the rows read,
+        the positions of the kept cells among them and those cells' row numbers (both in a random
+        order)."""
         m = self.module
         # each buffer takes `buffer_chunks` chunks scattered over the file (mixing the donors of
         # a sorted file); each cell sits in one chunk, hence is read once per epoch

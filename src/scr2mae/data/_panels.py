@@ -5,10 +5,10 @@ missing gene of each cell (which grows with cells × unmeasured genes), a prepar
 each cell's *panel* in the categorical ``.obs`` column :data:`PANEL_KEY`, and the name of a
 panel encodes its gene mask: ``"<measured>/<genes>:<genes' digest>:<base64 of the packed
 mask>"``, where the digest of the gene names catches a mask read against genes in another
-order. The masks
-therefore travel with ``.obs`` wherever the cells go: subsets, ``anndata.concat`` of queries
-prepared on different panels (pandas unites the categories), ``.h5ad`` files. The counts hold
-only measured entries; an unmeasured gene is an implicit zero that the mask marks as unknown.
+order. The masks therefore travel with ``.obs`` wherever the cells go: subsets,
+``anndata.concat`` of queries prepared on different panels (pandas unites the categories),
+``.h5ad`` files. The counts hold only measured entries; an unmeasured gene is an implicit zero
+that the mask marks as unknown.
 
 Mini-batches carry the dense mask of their cells, ``panel_masks[panel[cells]]``, under
 :data:`MEASURED_KEY`, and only when some cell lacks a gene: complete data carry none.
