@@ -35,44 +35,27 @@ def _matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def counts_anndata(matrix, layer: str | None, obs: pd.DataFrame, var: pd.DataFrame) -> AnnData:
+    """An AnnData holding ``matrix`` as ``layers[layer]``, or as ``X`` when ``layer`` is None."""
+    layers = {} if layer is None else {layer: matrix}
+    return AnnData(X=matrix if layer is None else None, obs=obs, var=var, layers=layers)
+
+
+def _names(layer: str | None, where: str) -> tuple[str, str]:
+    """The message prefix naming the caller, and the name of the checked matrix."""
+    return f"{where}: " if where else "", "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+
+
 def _iter_blocks(mat):
     """Yield (row_offset, block) pairs where block is a numpy array or CSR matrix."""
-    n = mat.shape[0]
-    for start in range(0, n, _CHUNK_ROWS):
+    for start in range(0, mat.shape[0], _CHUNK_ROWS):
         block = mat[start : start + _CHUNK_ROWS]
-        if sparse.issparse(block):
-            yield start, sparse.csr_matrix(block)
-        else:
-            yield start, np.asarray(block)
+        yield start, sparse.csr_matrix(block) if sparse.issparse(block) else np.asarray(block)
 
 
-def _nan_to_zero(block):
-    if sparse.issparse(block):
-        block = block.copy()
-        block.data = np.nan_to_num(block.data, nan=0.0)
-        return block
-    return np.nan_to_num(block, nan=0.0)
-
-
-# What "counts" means here. Raw UMI counts are integers. Counts corrected for ambient RNA
-# (SoupX, DecontX, CellBender's posterior means) are non-negative but not integers: each entry
-# is shifted or shrunk by its own amount, so they stay counts in scale and are accepted with a
-# warning. Normalised or log-normalised values are refused; they are recognised by what the
-# transforms leave behind, not by thresholds on magnitudes alone:
-#
-# 1. Common total: every cell sums to the same non-integer-producing value (within
-#    ``_EQUAL_TOTAL_RTOL``), as after ``sc.pp.normalize_total`` on all genes.
-# 2. Per-cell rescaling: in most cells every value is an integer multiple of one per-cell unit
-#    (the cell's smallest non-zero value, or that divided by 2, 3 or 4), directly (normalised
-#    counts, CPM, counts per 10^4 even after a gene subset) or after undoing log1p, log2(1 + x)
-#    or log10(1 + x) (log-normalised data), with a non-integer unit or mostly non-integer
-#    values. Ambient correction subtracts or shrinks each entry by a different amount, which
-#    leaves no such unit; integer counts with a few corrected entries have the unit 1.
-# 3. Log range: cells have on average at least ``_LOG_MIN_GENES`` non-zero values, none above
-#    ``_LOG_MAX``, and nearly all non-zero values are non-integer. Real counts of cells with
-#    that many detected genes reach higher values in some gene (MT-, RP-, MALAT1); log1p of
-#    counts per 10^4 or per million does not, even when rounded (which defeats rule 2). Small
-#    panels are left to rules 1 and 2: their counts can stay low.
+# The rules that tell counts from normalised or log-normalised data are listed in the docstring
+# of `check_count_matrix`; ambient correction moves each entry by its own amount, which leaves
+# neither a common total nor a per-cell unit.
 _EQUAL_TOTAL_RTOL = 1e-3
 _SAMPLE_CELLS = 500  # cells read for rule 2, evenly spaced through the matrix
 _MIN_NONZERO = 5  # cells with fewer non-zero values are not judged by rule 2
@@ -124,8 +107,7 @@ def _sample_rows(mat) -> sparse.csr_matrix:
     n_obs = mat.shape[0]
     rows = np.unique(np.linspace(0, n_obs - 1, min(n_obs, _SAMPLE_CELLS)).astype(np.int64))
     block = mat[rows]
-    block = sparse.csr_matrix(block if sparse.issparse(block) else np.asarray(block))
-    block = sparse.csr_matrix(block, dtype=np.float64)
+    block = sparse.csr_matrix(block if sparse.issparse(block) else np.asarray(block), dtype=float)
     block.data = np.nan_to_num(block.data, nan=0.0)  # unmeasured genes take no part
     block.eliminate_zeros()
     block.sort_indices()
@@ -161,9 +143,8 @@ def _transformed_reason(
                 f"values are {name} of counts scaled per cell (e.g. `sc.pp.normalize_total` "
                 "then `sc.pp.log1p`)"
             )
-    n_obs = cell_totals.size
     if (
-        n_nonzero >= _LOG_MIN_GENES * n_obs
+        n_nonzero >= _LOG_MIN_GENES * cell_totals.size
         and max_value <= _LOG_MAX
         and n_non_integer >= _LOG_NON_INTEGER * n_nonzero
     ):
@@ -283,8 +264,7 @@ def check_count_matrix(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}.")
-    prefix = f"{where}: " if where else ""
-    name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    prefix, name = _names(layer, where)
     mat = _matrix(adata, layer)
     n_obs, n_vars = mat.shape
     if n_obs == 0:
@@ -300,13 +280,15 @@ def check_count_matrix(
     for start, block in _iter_blocks(mat):
         values = block.data if sparse.issparse(block) else block
         nan = _check_values(values, prefix, name, allow_unmeasured)
-        if nan is not None:
+        if nan is not None:  # unmeasured entries count as zeros (in a copy)
+            values = values[~nan]
             if sparse.issparse(block):
                 gene_nan += np.bincount(block.indices[nan], minlength=n_vars)
+                block = block.copy()
+                block.data[nan] = 0.0
             else:
                 gene_nan += nan.sum(axis=0)
-            values = values[~nan]
-            block = _nan_to_zero(block)
+                block = np.where(nan, 0.0, block)
         if values.size:
             max_value = max(max_value, float(values.max()))
             n_nonzero += int(np.count_nonzero(values))
@@ -387,12 +369,8 @@ def check_count_sample(
     n_obs = mat.shape[0]
     rows = np.unique(np.linspace(0, max(n_obs - 1, 0), min(n_obs, n_cells)).astype(np.int64))
     block = mat[rows] if rows.size < n_obs else mat
-    sample = AnnData(
-        X=block if layer is None else None,
-        obs=pd.DataFrame(index=adata.obs_names[rows]),
-        var=pd.DataFrame(index=adata.var_names),
-        layers={} if layer is None else {layer: block},
-    )
+    obs, var = pd.DataFrame(index=adata.obs_names[rows]), pd.DataFrame(index=adata.var_names)
+    sample = counts_anndata(block, layer, obs, var)
     check_count_matrix(
         sample,
         layer,
@@ -405,17 +383,10 @@ def check_count_sample(
 def check_count_rows(block, obs_names: Sequence[str], layer: str | None, where: str = "") -> None:
     """Check a block of counts as it is read: finite, non-negative, no NaN, no empty cell.
 
-    Parameters
-    ----------
-    block
-        The cells' counts (SciPy sparse or dense).
-    obs_names
-        Their names, for the messages.
-    layer, where
-        As in :func:`check_count_matrix`.
+    ``block`` holds the cells' counts (SciPy sparse or dense), ``obs_names`` their names for the
+    messages; ``layer`` and ``where`` are as in :func:`check_count_matrix`.
     """
-    prefix = f"{where}: " if where else ""
-    name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    prefix, name = _names(layer, where)
     values = block.data if sparse.issparse(block) else np.asarray(block)
     _check_values(values, prefix, name, allow_unmeasured=False)
     totals = np.asarray(block.sum(axis=1)).ravel()
@@ -463,9 +434,7 @@ def check_obs_keys(
     categorical += [("categorical_covariate_keys", k) for k in categorical_covariate_keys or []]
     continuous = [("continuous_covariate_keys", k) for k in continuous_covariate_keys or []]
     for arg, key in categorical + continuous:
-        if key is None:
-            continue
-        if key not in adata.obs.columns:
+        if key is not None and key not in adata.obs.columns:
             raise ValueError(
                 f"`{arg}`: column {key!r} is not in `adata.obs` "
                 f"(columns: {list(adata.obs.columns)[:20]})."

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._validation import N_MEASURED_KEY, check_count_matrix
+from .._validation import N_MEASURED_KEY, check_count_matrix, counts_anndata
 from ._panels import PANEL_KEY, panel_layout, panel_name
 
 logger = logging.getLogger(__name__)
@@ -32,16 +32,11 @@ def gene_identifier_columns(var: pd.DataFrame, max_columns: int = 8) -> dict[str
     columns = {}
     for name in var.columns:
         col = var[name]
-        if not (
-            pd.api.types.is_object_dtype(col)
-            or pd.api.types.is_string_dtype(col)
-            or isinstance(col.dtype, pd.CategoricalDtype)
-        ):
+        text = pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)
+        if not (text or isinstance(col.dtype, pd.CategoricalDtype)):
             continue
-        values = col.astype(object)
-        if values.isna().any() or not values.is_unique:
-            continue
-        if not all(isinstance(v, str) for v in values):
+        values = col.astype(object)  # all strings, hence none missing
+        if not values.is_unique or not all(isinstance(v, str) for v in values):
             continue
         columns[str(name)] = [str(v) for v in values]
         if len(columns) == max_columns:
@@ -85,22 +80,16 @@ def _unique_rows(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     packed = np.ascontiguousarray(packed)
     keys = packed.view(np.dtype((np.void, max(packed.shape[1], 1)))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return first[order], rank[inverse.ravel()]
+    codes, order = pd.factorize(inverse.ravel())  # numbered in order of first appearance
+    return first[order], codes
 
 
 def _unique_panels(panels: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Identical panels merged and numbered in order of the cells' first appearance."""
+    """Identical panels merged and numbered in order of the cells' first appearance; only the
+    panels some cell uses are kept (a category column may name panels no cell has left)."""
     rows, inverse = _unique_rows(np.packbits(panels, axis=1))
-    codes = inverse[codes]
-    # only the panels some cell uses (a category column may name panels no cell has left)
-    used, first = np.unique(codes, return_index=True)
-    order = used[np.argsort(first, kind="stable")]
-    rank = np.full(len(rows), -1, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    return panels[rows][order], rank[codes]
+    codes, order = pd.factorize(inverse[codes])
+    return panels[rows][order], codes
 
 
 def _nan_panels(x: sparse.csr_matrix, nan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +106,9 @@ def _nan_panels(x: sparse.csr_matrix, nan: np.ndarray) -> tuple[np.ndarray, np.n
         (np.ones(positions.size, dtype=bool), (local, x.indices[positions])),
         shape=(affected.size, n_genes),
     )
-    packed = np.concatenate(
-        [
-            np.packbits(pattern[a : a + 10_000].toarray(), axis=1)
-            for a in range(0, affected.size, 10_000)
-        ]
-    )
+    # densified 10,000 cells at a time
+    chunks = (pattern[a : a + 10_000].toarray() for a in range(0, affected.size, 10_000))
+    packed = np.concatenate([np.packbits(chunk, axis=1) for chunk in chunks])
     first, inverse = _unique_rows(packed)
     codes = np.zeros(n_obs, dtype=np.int64)
     codes[affected] = 1 + inverse
@@ -194,12 +180,8 @@ def align_to_genes(
     # the query's own counts are checked on the genes that are kept
     kept = counts[:, matched] if matched.size < counts.shape[1] else counts
     # the same layer name as the query's, so that messages name the matrix the user passed
-    sub = AnnData(
-        X=kept if layer is None else None,
-        obs=pd.DataFrame(index=adata.obs_names),
-        var=pd.DataFrame(index=pd.Index(target[position[matched]]).astype(str)),
-        layers={} if layer is None else {layer: kept},
-    )
+    var = pd.DataFrame(index=pd.Index(target[position[matched]]).astype(str))
+    sub = counts_anndata(kept, layer, pd.DataFrame(index=adata.obs_names), var)
     check_count_matrix(
         sub,
         layer,
@@ -237,7 +219,6 @@ def align_to_genes(
         part[:] = lookup[part]
     aligned = sparse.csr_matrix((x.data, x.indices, x.indptr), shape=(n_obs, n_model))
     aligned.sort_indices()
-    del x
 
     cell_totals = np.asarray(aligned.sum(axis=1)).ravel()
     empty = np.flatnonzero(cell_totals == 0)
@@ -252,23 +233,18 @@ def align_to_genes(
     for key, values in identifiers.items():
         if key not in var.columns:
             var[key] = list(values)
-    var["measured_in_query"] = panels.any(axis=0)
+    var["measured_in_query"] = measured = panels.any(axis=0)
     obs = adata.obs.copy()
     obs[N_MEASURED_KEY] = panels.sum(axis=1).astype(np.int64)[codes]
     obs[PANEL_KEY] = pd.Categorical.from_codes(codes, [panel_name(m, model_genes) for m in panels])
-    out = AnnData(
-        X=aligned if out_layer is None else None,
-        obs=obs,
-        var=var,
-        obsm={k: v.copy() for k, v in adata.obsm.items()},
-        layers={} if out_layer is None else {out_layer: aligned},
-    )
+    out = counts_anndata(aligned, out_layer, obs, var)
+    out.obsm.update({k: v.copy() for k, v in adata.obsm.items()})
     summary = {
         "n_model_genes": int(n_model),
         "n_query_genes": len(query_ids),
         "n_matched": int(matched.size),
         "n_dropped": int(n_dropped),
-        "n_unmeasured_genes": int((~panels.any(axis=0)).sum()),
+        "n_unmeasured_genes": int((~measured).sum()),
         "n_panels": len(panels),
         "matched_on": "var_names" if gene_key is None else str(gene_key),
     }
@@ -276,7 +252,7 @@ def align_to_genes(
     logger.info(
         "query aligned: %d of %d model genes measured, %d unmeasured in every cell (hidden "
         "from the encoder), %d panel(s)",
-        int(panels.any(axis=0).sum()),
+        int(measured.sum()),
         n_model,
         summary["n_unmeasured_genes"],
         len(panels),

@@ -10,6 +10,7 @@ experiment with the same layout goes through exactly the same code as the real C
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from anndata import AnnData
+from anndata import AnnData, read_h5ad
 from scipy import sparse
 
 from .._validation import check_count_matrix, check_int
@@ -148,10 +149,8 @@ def _experiment_name(organism: str) -> str:
     return _ORGANISMS[key]
 
 
-_AGE_PATTERNS = (
-    (re.compile(r"^(\d+(?:\.\d+)?)[- ]year[- ]old (?:human )?stage$"), 1.0),
-    (re.compile(r"^(\d+(?:\.\d+)?)[- ]month[- ]old (?:human )?stage$"), 1.0 / 12.0),
-)
+_AGE_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)[- ](year|month)[- ]old (?:human )?stage$")
+_AGE_SCALES = {"year": 1.0, "month": 1.0 / 12.0}
 
 
 def parse_age_years(development_stage: Sequence[str] | pd.Series) -> np.ndarray:
@@ -174,36 +173,19 @@ def parse_age_years(development_stage: Sequence[str] | pd.Series) -> np.ndarray:
     if isinstance(development_stage, str):
         raise TypeError("`development_stage` must be a sequence of labels, not a single string.")
     labels = pd.Series(development_stage, dtype="object").astype(str)
-    uniques = labels.unique()
-    lookup = {}
-    for label in uniques:
-        value = np.nan
-        text = label.strip().lower()
-        for pattern, scale in _AGE_PATTERNS:
-            match = pattern.match(text)
-            if match:
-                value = float(match.group(1)) * scale
-                break
-        lookup[label] = value
-    return labels.map(lookup).to_numpy(dtype=np.float64)
+    uniques = pd.Series(labels.unique(), dtype="object")
+    found = uniques.str.strip().str.lower().str.extract(_AGE_PATTERN)
+    ages = found[0].astype(np.float64) * found[1].map(_AGE_SCALES).astype(np.float64)
+    return labels.map(dict(zip(uniques, ages, strict=True))).to_numpy(dtype=np.float64)
 
 
 def _finalise(adata: AnnData, counts_layer: str, var_index: str | None) -> AnnData:
     """Integer CSR counts in ``counts_layer`` and ``X``, string categories, ``age_years``."""
-    X = adata.X
-    X = sparse.csr_matrix(X) if not sparse.issparse(X) else X.tocsr()
-    adata.X = X
+    X = adata.X = adata.X.tocsr() if sparse.issparse(adata.X) else sparse.csr_matrix(adata.X)
     # the Census "raw" layer holds integer counts; anything else was the wrong layer
-    check_count_matrix(
-        adata,
-        None,
-        where="Census X layer (load 'raw')",
-        allow_empty=True,
-        allow_unmeasured=False,
-        allow_non_integer=False,
-    )
-    data = X.data
-    counts = X.astype(np.int32 if (not data.size or data.max() < 2**31) else np.int64)
+    where = "Census X layer (load 'raw')"
+    check_count_matrix(adata, None, where=where, allow_empty=True, allow_non_integer=False)
+    counts = X.astype(np.int32 if (not X.data.size or X.data.max() < 2**31) else np.int64)
     adata.X = counts.copy()
     adata.layers[counts_layer] = counts
     for col in adata.obs.columns:
@@ -242,9 +224,9 @@ def load_census(
     obs_value_filter
         A SOMA value filter on ``obs``, e.g. ``"tissue_general == 'lung' and disease ==
         'normal'"``; combined with ``dataset_ids`` by ``and``.
-    census_uri
-        Location of the Census (``None``: the public release ``census_version``); a local
-        SOMA collection with the Census layout works the same way.
+    census_uri, census_version, timeout
+        Census location and TileDB's timeouts, as in :func:`open_census`; a local SOMA
+        collection with the Census layout works the same way.
     organism
         ``"Homo sapiens"`` or ``"Mus musculus"``.
     obs_columns
@@ -259,11 +241,6 @@ def load_census(
     var_index
         ``var`` column used as gene names when unique (``"feature_name"``); ``None`` keeps
         the Ensembl ids.
-    census_version
-        Census release when ``census_uri`` is ``None``.
-    timeout
-        TileDB's connect and per-request timeout in seconds (see :func:`open_census`); the
-        download of a large selection may take hours and is not cut short.
 
     Returns
     -------
@@ -322,20 +299,16 @@ def read_cellxgene_h5ad(
     ----------
     path
         Path of the ``.h5ad`` file.
-    counts_layer
-        Layer that receives the integer counts (``X`` holds them too).
-    var_index
-        ``var`` column used as gene names when unique; ``None`` keeps the index.
+    counts_layer, var_index
+        As in :func:`load_census` (``None`` for ``var_index`` keeps the file's index).
 
     Returns
     -------
     AnnData laid out as :func:`load_census` returns it.
     """
-    import anndata
-
     if not isinstance(path, str | bytes) and not hasattr(path, "__fspath__"):
         raise TypeError(f"`path` must be a path, got {type(path).__name__}.")
-    src = anndata.read_h5ad(path)
+    src = read_h5ad(path)
     if src.raw is not None:
         adata = AnnData(X=src.raw.X, obs=src.obs.copy(), var=src.raw.var.copy())
         if var_index is not None and var_index not in adata.var and var_index in src.var:
@@ -417,15 +390,11 @@ def census_datamodule(
             raise ValueError(
                 f"`batch_column_names` not in the experiment's obs: {sorted(missing)}."
             )
-        var_query = (
-            tiledbsoma.AxisQuery()
-            if var_joinids is None
-            else tiledbsoma.AxisQuery(coords=(np.asarray(var_joinids, dtype=np.int64),))
-        )
+        coords = () if var_joinids is None else (np.asarray(var_joinids, dtype=np.int64),)
         query = experiment.axis_query(
             "RNA",
             obs_query=tiledbsoma.AxisQuery(value_filter=value_filter),
-            var_query=var_query,
+            var_query=tiledbsoma.AxisQuery(coords=coords),
         )
         datamodule = TileDBDataModule(
             query,
@@ -439,12 +408,11 @@ def census_datamodule(
             dataloader_kwargs=kwargs.pop("dataloader_kwargs", {"num_workers": 0}),
             **kwargs,
         )
+        if datamodule.n_obs == 0:
+            raise ValueError(f"no cells match the filter {value_filter!r}.")
     except BaseException:
         census.close()
         raise
-    if datamodule.n_obs == 0:
-        census.close()
-        raise ValueError(f"no cells match the filter {value_filter!r}.")
     datamodule.census = census
     return datamodule
 
@@ -546,12 +514,8 @@ def embed_census(
     model
         A trained model with ``get_latent_representation(dataloader=...)`` (e.g.
         :class:`~scr2mae.R2MAEModel`).
-    datamodule
-        The ``TileDBDataModule`` the model was trained with.
-    batch_size
-        Cells per forward pass.
-    x_layer
-        X layer with the raw counts; ``None`` reads the data module's own.
+    datamodule, batch_size, x_layer
+        As in :func:`census_batches` (``batch_size`` cells per forward pass).
 
     Returns
     -------
@@ -588,13 +552,10 @@ def anndata_batches(
         Cells with the data module's genes, in the same order (checked through
         ``var["soma_joinid"]``, which :func:`load_census` keeps), and its batch columns in
         ``obs``.
-    datamodule
-        The ``TileDBDataModule`` the model was trained with (e.g. from
-        :func:`census_datamodule`).
+    datamodule, batch_size
+        As in :func:`census_batches`.
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
-    batch_size
-        Cells per mini-batch.
 
     Returns
     -------
@@ -685,8 +646,6 @@ def write_census_standin(
         When the counts are not finite non-negative integers, the matrix is empty or the
         layer is missing.
     """
-    import os
-
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     uri = os.fspath(uri)
@@ -698,7 +657,6 @@ def write_census_standin(
         adata, counts_layer, where="write_census_standin", allow_empty=True, allow_non_integer=False
     )
     counts = adata.X if counts_layer is None else adata.layers[counts_layer]
-    import tiledbsoma
     import tiledbsoma.io
 
     counts = sparse.csr_matrix(counts, dtype=np.float32)
@@ -707,10 +665,9 @@ def write_census_standin(
         if isinstance(obs[col].dtype, pd.CategoricalDtype):
             obs[col] = obs[col].astype(str)
     var = adata.var.copy()
-    if "feature_id" not in var:
-        var["feature_id"] = np.asarray(adata.var_names, dtype=str)
-    if "feature_name" not in var:
-        var["feature_name"] = np.asarray(adata.var_names, dtype=str)
+    for col in ("feature_id", "feature_name"):
+        if col not in var:
+            var[col] = np.asarray(adata.var_names, dtype=str)
     staged = AnnData(X=counts, obs=obs, var=var)
     with tiledbsoma.Collection.create(uri) as census:
         census.add_new_collection("census_info")

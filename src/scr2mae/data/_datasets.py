@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._validation import check_int
+from .._validation import check_int, counts_anndata
 from ._preprocess import log_normalize
 
 __all__ = ["pbmc68k_batches", "pbmc68k_counts"]
@@ -33,8 +33,9 @@ def pbmc68k_counts() -> AnnData:
     lognorm = src.raw.X
     lognorm = lognorm.toarray() if sparse.issparse(lognorm) else np.asarray(lognorm)
     n_counts = src.obs["n_counts"].to_numpy(dtype=np.float64)[:, None]
-    counts = np.rint(np.expm1(lognorm.astype(np.float64)) * n_counts / 1e4)
-    if np.abs(np.expm1(lognorm.astype(np.float64)) * n_counts / 1e4 - counts).max() > 0.25:
+    restored = np.expm1(lognorm.astype(np.float64)) * n_counts / 1e4
+    counts = np.rint(restored)
+    if np.abs(restored - counts).max() > 0.25:
         raise RuntimeError("pbmc68k_reduced no longer has the expected raw layout.")
     adata = AnnData(
         X=sparse.csr_matrix(lognorm.astype(np.float32)),
@@ -98,6 +99,4 @@ def cells_sample(adata: AnnData, layer: str | None, n_cells: int, seed: int = 0)
     obs = adata.obs.iloc[rows].copy()
     obs = obs[[c for c in obs.columns if not str(c).startswith("_scvi")]]
     var = pd.DataFrame(index=adata.var_names.copy())
-    if layer is None:
-        return AnnData(X=counts, obs=obs, var=var)
-    return AnnData(obs=obs, var=var, layers={layer: counts})
+    return counts_anndata(counts, layer, obs, var)

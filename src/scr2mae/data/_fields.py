@@ -28,6 +28,9 @@ class CategoryField(CategoricalObsField):
             self._setup_default_attr(adata)
         self.validate_field(adata)
         mapping = _categorical_codes(adata.obs, self._original_attr_key, self.attr_key, None)
+        return self._state(mapping)
+
+    def _state(self, mapping: np.ndarray) -> dict:
         return {
             self.CATEGORICAL_MAPPING_KEY: mapping,
             self.ORIGINAL_ATTR_KEY: self._original_attr_key,
@@ -48,10 +51,7 @@ class CategoryField(CategoricalObsField):
                     UserWarning,
                     stacklevel=3,
                 )
-            return {
-                self.CATEGORICAL_MAPPING_KEY: mapping,
-                self.ORIGINAL_ATTR_KEY: self._original_attr_key,
-            }
+            return self._state(mapping)
         if self.is_default:
             self._setup_default_attr(adata_target)
         self.validate_field(adata_target)
@@ -64,10 +64,7 @@ class CategoryField(CategoricalObsField):
             )
         dtype = pd.CategoricalDtype(categories=np.concatenate([mapping, missing]), ordered=True)
         new = _categorical_codes(adata_target.obs, self._original_attr_key, self.attr_key, dtype)
-        return {
-            self.CATEGORICAL_MAPPING_KEY: new,
-            self.ORIGINAL_ATTR_KEY: self._original_attr_key,
-        }
+        return self._state(new)
 
 
 def unknown_values(column: pd.Series, known) -> np.ndarray:

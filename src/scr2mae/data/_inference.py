@@ -19,8 +19,8 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 
 from .._validation import check_count_rows, check_int
-from ._inmemory import CellTensors, _move
-from ._ondisk import _RowReader, is_on_disk
+from ._inmemory import CellTensors, _move, registered_covariates
+from ._ondisk import _merge_ranges, _RowReader, is_on_disk
 from ._panels import MEASURED_KEY, panel_layout
 
 __all__ = ["inference_batches"]
@@ -41,29 +41,12 @@ _TRIM = _malloc_trim()
 
 
 def _release() -> None:
-    """Return the freed pages of the C heap to the system.
-
-    scvi-tools' ``get_*`` keep each mini-batch's small output (latent codes, expression) in a
-    list; on the CPU these small blocks land between the freed pages of the mini-batches'
-    large temporary tensors, and glibc then keeps those pages: measured, the resident size grew
-    by about 1.4 kB per cell embedded at 2,000 genes (0.27 GB for 200,000 cells), though
-    nothing was in use. Trimming every :data:`RELEASE_EVERY` mini-batches keeps it flat.
-    """
+    """Return the freed pages of the C heap to the system: the small outputs that ``get_*``
+    keep land between the freed pages of large temporaries, which glibc then keeps (measured:
+    0.27 GB for 200,000 cells at 2,000 genes); trimming every :data:`RELEASE_EVERY` batches
+    keeps the resident size flat."""
     if _TRIM is not None:
         _TRIM(0)
-
-
-class _MemoryRows:
-    """Rows of an in-memory count matrix, in the order asked."""
-
-    def __init__(self, counts):
-        if sparse.issparse(counts) and counts.format != "csr":
-            # row reads of CSC or COO scan every column: convert once, for this loader
-            counts = sparse.csr_matrix(counts)
-        self.counts = counts
-
-    def __call__(self, rows: np.ndarray):
-        return self.counts[rows]
 
 
 class _DiskRows:
@@ -74,11 +57,7 @@ class _DiskRows:
 
     def __call__(self, rows: np.ndarray):
         unique = np.unique(rows)
-        # runs of consecutive rows become one read each
-        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-        starts = unique[np.r_[0, breaks]]
-        ends = unique[np.r_[breaks - 1, unique.size - 1]] + 1
-        block = self.read([(int(a), int(b)) for a, b in zip(starts, ends, strict=True)])
+        block = self.read(_merge_ranges(unique, unique + 1))  # one read per run of rows
         if unique.size == rows.size and np.array_equal(unique, rows):
             return block
         return block[np.searchsorted(unique, rows)]
@@ -93,15 +72,16 @@ class InferenceBatches:
 
     def __init__(self, adata_manager, indices: np.ndarray, batch_size: int, device):
         counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        on_disk = is_on_disk(adata_manager.adata)
-        self.read_rows = _DiskRows(counts) if on_disk else _MemoryRows(counts)
+        if is_on_disk(adata_manager.adata):
+            self.read_rows = _DiskRows(counts)
+        else:  # in memory; row reads of CSC or COO scan every column: converted once
+            is_csr = not sparse.issparse(counts) or counts.format == "csr"
+            self.read_rows = (counts if is_csr else sparse.csr_matrix(counts)).__getitem__
         self.n_obs = adata_manager.adata.n_obs
         self.obs_names = adata_manager.adata.obs_names
         self.layer = adata_manager.registry["setup_args"].get("layer")
         self.covariates = {
-            key: np.asarray(adata_manager.get_from_registry(key))
-            for key in adata_manager.data_registry
-            if key != REGISTRY_KEYS.X_KEY
+            k: np.asarray(v) for k, v in registered_covariates(adata_manager).items()
         }
         self.panels = panel_layout(adata_manager)
         self.indices = indices
@@ -112,9 +92,7 @@ class InferenceBatches:
         return -(-self.indices.size // self.batch_size)
 
     def __iter__(self) -> Iterator[dict]:
-        masks = None
-        if self.panels is not None:
-            masks = torch.from_numpy(self.panels.masks).to(self.device)
+        masks = None if self.panels is None else torch.from_numpy(self.panels.masks).to(self.device)
         for step, start in enumerate(range(0, self.indices.size, self.batch_size)):
             if step and step % RELEASE_EVERY == 0:
                 _release()
@@ -163,19 +141,16 @@ def inference_batches(
     batch_size = settings.batch_size if batch_size is None else batch_size
     check_int("batch_size", batch_size)
     n_obs = adata_manager.adata.n_obs
-    if indices is None:
-        indices = np.arange(n_obs)
-    else:
-        indices = np.asarray(indices)
-        if indices.dtype == bool:
-            if indices.shape != (n_obs,):
-                raise ValueError(
-                    f"`indices` as a boolean mask must have one entry per cell ({n_obs}), "
-                    f"got shape {indices.shape}."
-                )
-            indices = np.flatnonzero(indices)
-        indices = np.ascontiguousarray(indices.ravel(), dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= n_obs):
-            bad = indices[(indices < 0) | (indices >= n_obs)][0]
-            raise ValueError(f"`indices` must lie in [0, {n_obs}), got {bad}.")
+    indices = np.arange(n_obs) if indices is None else np.asarray(indices)
+    if indices.dtype == bool:
+        if indices.shape != (n_obs,):
+            raise ValueError(
+                f"`indices` as a boolean mask must have one entry per cell ({n_obs}), "
+                f"got shape {indices.shape}."
+            )
+        indices = np.flatnonzero(indices)
+    indices = np.ascontiguousarray(indices.ravel(), dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= n_obs):
+        bad = indices[(indices < 0) | (indices >= n_obs)][0]
+        raise ValueError(f"`indices` must lie in [0, {n_obs}), got {bad}.")
     return InferenceBatches(adata_manager, indices, batch_size, device)

@@ -9,6 +9,7 @@ per-row Python), and the dense mini-batch is built where the model runs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -26,13 +27,12 @@ __all__ = ["CellTensors", "InMemoryDataModule"]
 
 #: share of the free device memory the counts may take before they stay in host memory
 DEVICE_MEMORY_SHARE = 0.5
-
-
-_DENSIFY_ROWS = None
+_DENSIFY_ROWS = None  # the compiled loop, see `_densify_rows`
 
 
 def _densify_loop(indptr, indices, data, rows, out):  # pragma: no cover - compiled by numba
-    """Add the stored entries of CSR rows ``rows`` into the zeroed block ``out``."""
+    """Add the stored entries of CSR rows ``rows`` into the zeroed block ``out`` (duplicate
+    entries add up, as in SciPy's ``toarray``)."""
     for r in range(rows.shape[0]):
         i = rows[r]
         for j in range(indptr[i], indptr[i + 1]):
@@ -40,14 +40,8 @@ def _densify_loop(indptr, indices, data, rows, out):  # pragma: no cover - compi
 
 
 def _densify_rows():
-    """A compiled loop that writes CSR rows into a zeroed dense block (compiled on first use).
-
-    On the CPU this is the cheapest gather: one pass over the stored entries of the chosen rows,
-    against about ten vectorised torch operations (index arithmetic, two ``index_select``, a
-    scatter), each a pass of its own. Duplicate entries of a row add up, as in SciPy's
-    ``toarray``. The compiled code is cached on disk where numba finds a writable place, and
-    compiled once per process where it does not.
-    """
+    """:func:`_densify_loop` compiled on first use (cached on disk where numba can write): on
+    the CPU one pass over the chosen entries beats about ten vectorised torch operations."""
     global _DENSIFY_ROWS
     if _DENSIFY_ROWS is None:
         import numba
@@ -57,6 +51,12 @@ def _densify_rows():
         except RuntimeError:  # numba: no writable cache location
             _DENSIFY_ROWS = numba.njit(nogil=True)(_densify_loop)
     return _DENSIFY_ROWS
+
+
+def registered_covariates(adata_manager) -> dict:
+    """The registered arrays of an ``AnnDataManager`` other than the counts, by registry key."""
+    keys = [key for key in adata_manager.data_registry if key != REGISTRY_KEYS.X_KEY]
+    return {key: adata_manager.get_from_registry(key) for key in keys}
 
 
 def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -83,12 +83,7 @@ class CellTensors:
 
     def __init__(self, adata_manager, device: torch.device | str = "cpu"):
         counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        covariates = {
-            key: adata_manager.get_from_registry(key)
-            for key in adata_manager.data_registry
-            if key != REGISTRY_KEYS.X_KEY
-        }
-        self._set(counts, covariates, panel_layout(adata_manager))
+        self._set(counts, registered_covariates(adata_manager), panel_layout(adata_manager))
         self.to(device)
 
     @classmethod
@@ -105,8 +100,7 @@ class CellTensors:
 
     def _set(self, counts, covariates: dict, panels: PanelLayout | None) -> None:
         self.n_obs, self.n_vars = counts.shape
-        self.dense = None
-        self.crow = self.col = self.val = None
+        self.dense = self.crow = self.col = self.val = None
         if sparse.issparse(counts):
             counts = sparse.csr_matrix(counts)  # CSC or COO become CSR once (a copy)
             self.crow = torch.from_numpy(np.asarray(counts.indptr, dtype=np.int64))
@@ -165,20 +159,6 @@ class CellTensors:
             return self.to(device)
         return self.to("cpu").pin()
 
-    def _csr_positions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions of the stored entries of rows ``idx`` and the output row of each."""
-        starts = self.crow[idx]
-        lengths = self.crow[idx + 1] - starts
-        total = int(lengths.sum())  # one host read per step: the size of the gather
-        ends = torch.cumsum(lengths, 0)
-        # entry j of output row r sits at starts[r] + (j - (ends[r] - lengths[r]))
-        shift = torch.repeat_interleave(starts - (ends - lengths), lengths, output_size=total)
-        positions = torch.arange(total, device=idx.device) + shift
-        rows = torch.repeat_interleave(
-            torch.arange(idx.numel(), device=idx.device), lengths, output_size=total
-        )
-        return positions, rows
-
     def gather(self, idx: torch.Tensor, device: torch.device | str | None = None) -> dict:
         """The mini-batch of rows ``idx`` as scvi-tools' tensor dictionary, on ``device``.
 
@@ -225,7 +205,16 @@ class CellTensors:
         """Dense rows ``idx`` built on ``device`` with torch operations only (no host loop):
         from host memory only the gathered entries travel, asynchronously when pinned."""
         self._check_rows(idx)
-        positions, rows = self._csr_positions(idx)
+        starts = self.crow[idx]
+        lengths = self.crow[idx + 1] - starts
+        total = int(lengths.sum())  # one host read per step: the size of the gather
+        ends = torch.cumsum(lengths, 0)
+        # entry j of output row r sits at starts[r] + (j - (ends[r] - lengths[r]))
+        shift = torch.repeat_interleave(starts - (ends - lengths), lengths, output_size=total)
+        positions = torch.arange(total, device=idx.device) + shift
+        rows = torch.repeat_interleave(
+            torch.arange(idx.numel(), device=idx.device), lengths, output_size=total
+        )
         col = self.col.index_select(0, positions)
         val = self.val.index_select(0, positions)
         if self.pinned and device.type == "cuda":
@@ -237,11 +226,9 @@ class CellTensors:
         return x.view(idx.numel(), self.n_vars)
 
     def _masks_on(self, device: torch.device) -> torch.Tensor:
-        cached = getattr(self, "_masks_cache", None)
-        if cached is None or cached.device != device:
-            cached = self.panel_masks.to(device)
-            self._masks_cache = cached
-        return cached
+        if self._masks_cache is None or self._masks_cache.device != device:
+            self._masks_cache = self.panel_masks.to(device)
+        return self._masks_cache
 
 
 def split_cells(
@@ -252,13 +239,9 @@ def split_cells(
     shuffle_set_split: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training, validation and test cells exactly as scvi-tools' ``DataSplitter`` draws them."""
+    train = 0.9 if train_size is None else train_size
     n_train, n_val = validate_data_split(
-        n_obs,
-        0.9 if train_size is None else train_size,
-        validation_size,
-        batch_size,
-        False,
-        train_size is None,
+        n_obs, train, validation_size, batch_size, False, train_size is None
     )
     indices = np.arange(n_obs)
     if shuffle_set_split:
@@ -293,13 +276,10 @@ class _SplitDataModule(LightningDataModule):
 
 
 def _steps(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> list:
-    """Split an epoch's index order into this rank's mini-batches.
-
-    Each step takes the next ``batch_size × world_size`` cells of the shared order and deals
-    them to the ranks (``[rank::world_size]``), so every rank runs the same number of steps and
-    the ranks together see every cell once. A last chunk too small to give each rank two cells
-    (batch norm needs two) joins the step before it.
-    """
+    """This rank's mini-batches of an epoch's order: each step deals the next ``batch_size ×
+    world_size`` cells to the ranks (``[rank::world_size]``), so all run the same number of
+    steps and together see every cell once; a last chunk too small to give each rank two cells
+    (batch norm needs two) joins the step before it."""
     chunk = batch_size * world_size
     bounds = [*list(range(0, order.numel(), chunk)), order.numel()]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * world_size:
@@ -307,29 +287,22 @@ def _steps(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> 
     return [order[a:b][rank::world_size] for a, b in itertools.pairwise(bounds)]
 
 
+@dataclasses.dataclass(eq=False)
 class _EpochBatches:
     """Iterable of one epoch's mini-batches (Lightning takes any sized iterable)."""
 
-    def __init__(
-        self,
-        tensors: CellTensors,
-        indices: np.ndarray,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        device: torch.device,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.tensors = tensors
-        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.device = device
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
+    tensors: CellTensors
+    indices: np.ndarray
+    batch_size: int
+    shuffle: bool
+    seed: int
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = dataclasses.field(default=0, init=False)
+
+    def __post_init__(self):
+        self.indices = torch.as_tensor(np.asarray(self.indices, dtype=np.int64))
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from anndata import AnnData
+from anndata import AnnData, read_h5ad
+from anndata.abc import CSCDataset, CSRDataset
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from .._validation import check_int
-from ._inmemory import CellTensors, _SplitDataModule
+from ._inmemory import CellTensors, _SplitDataModule, registered_covariates
 from ._panels import PanelLayout, panel_layout
 
 __all__ = ["OnDiskDataModule", "is_on_disk", "read_backed"]
@@ -44,25 +46,20 @@ def read_backed(path: str | os.PathLike, layer: str | None = None) -> AnnData:
     An AnnData to register with :meth:`~scr2mae.R2MAEModel.setup_anndata` (``layer=None``);
     ``train()`` then reads it with :class:`OnDiskDataModule`.
     """
-    import anndata
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"`path` does not exist: {path!r}.")
     if path.endswith(".h5ad"):
         if layer is not None:
             raise ValueError("`layer` applies to .zarr stores; a backed .h5ad reads `X`.")
-        return anndata.read_h5ad(path, backed="r")
+        return read_h5ad(path, backed="r")
     if path.rstrip("/").endswith(".zarr"):
         import zarr
         from anndata.io import read_elem, sparse_dataset
 
         root = zarr.open(path, mode="r")
         group = root["X"] if layer is None else root["layers"][layer]
-        if not hasattr(group, "attrs") or group.attrs.get("encoding-type") not in (
-            "csr_matrix",
-            "csc_matrix",
-        ):
+        if getattr(group, "attrs", {}).get("encoding-type") not in ("csr_matrix", "csc_matrix"):
             raise ValueError(f"{path!r}: the counts must be stored sparse (CSR) to stay on disk.")
         return AnnData(
             X=sparse_dataset(group), obs=read_elem(root["obs"]), var=read_elem(root["var"])
@@ -72,8 +69,6 @@ def read_backed(path: str | os.PathLike, layer: str | None = None) -> AnnData:
 
 def is_on_disk(adata: AnnData) -> bool:
     """Whether the counts of ``adata`` are read from disk (backed mode or a sparse dataset)."""
-    from anndata.abc import CSCDataset, CSRDataset
-
     return bool(adata.isbacked) or isinstance(adata.X, CSRDataset | CSCDataset)
 
 
@@ -88,8 +83,6 @@ class _RowReader:
     """
 
     def __init__(self, counts):
-        from anndata.abc import CSRDataset
-
         self.counts = counts
         self.n_vars = int(counts.shape[1])
         group = getattr(counts, "group", None)
@@ -100,38 +93,23 @@ class _RowReader:
 
     def __call__(self, ranges: list[tuple[int, int]]):
         """Rows of the ranges ``[a, b)``, in order, as one SciPy CSR matrix or array."""
-        from scipy import sparse
-
         if self.indptr is None:
             parts = [self.counts[a:b] for a, b in ranges]
-            return (
-                sparse.vstack(parts, format="csr")
-                if sparse.issparse(parts[0])
-                else (np.vstack(parts))
-            )
-        data, indices, lengths = [], [], []
-        for a, b in ranges:
-            lo, hi = int(self.indptr[a]), int(self.indptr[b])
-            data.append(self.data[lo:hi])
-            indices.append(self.indices[lo:hi])
-            lengths.append(np.diff(self.indptr[a : b + 1]))
-        indptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths))])
-        return sparse.csr_matrix(
-            (np.concatenate(data), np.concatenate(indices), indptr),
-            shape=(indptr.size - 1, self.n_vars),
-        )
+            if sparse.issparse(parts[0]):
+                return sparse.vstack(parts, format="csr")
+            return np.vstack(parts)
+        spans = [slice(int(self.indptr[a]), int(self.indptr[b])) for a, b in ranges]
+        lengths = np.concatenate([np.diff(self.indptr[a : b + 1]) for a, b in ranges])
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        data = np.concatenate([self.data[s] for s in spans])
+        indices = np.concatenate([self.indices[s] for s in spans])
+        return sparse.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, self.n_vars))
 
 
-def _merge_ranges(starts: np.ndarray, size: int, n_obs: int) -> list[tuple[int, int]]:
-    """Row ranges ``[a, b)`` of sorted chunk starts, adjacent chunks merged into one read."""
-    ranges: list[tuple[int, int]] = []
-    for a in starts.tolist():
-        b = min(a + size, n_obs)
-        if ranges and ranges[-1][1] == a:
-            ranges[-1] = (ranges[-1][0], b)
-        else:
-            ranges.append((a, b))
-    return ranges
+def _merge_ranges(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted, disjoint row ranges ``[starts, ends)``, those that touch merged into one read."""
+    cut = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    return list(zip(starts[np.r_[0, cut]].tolist(), ends[np.r_[cut - 1, -1]].tolist(), strict=True))
 
 
 class _ChunkBatches:
@@ -155,18 +133,16 @@ class _ChunkBatches:
         return steps - 1 if steps > 1 and last < 2 else steps
 
     def _buffers(self, rng: np.random.Generator) -> Iterator[tuple]:
-        """Buffers of chunks drawn at random from the whole file.
-
-        Yields the tensors of the rows read, the positions of the kept cells among them and
-        those cells' row numbers, both in a random order.
-        """
+        """Buffers of chunks drawn at random from the whole file: the tensors of the rows read,
+        the positions of the kept cells among them and those cells' row numbers (both in a random
+        order)."""
         m = self.module
-        # a random order of all chunks: every buffer takes `buffer_chunks` of them, scattered
-        # over the file, so a file sorted by donor still gives buffers (and mini-batches) that
-        # mix donors; each cell sits in exactly one chunk, hence is read once per epoch
+        # each buffer takes `buffer_chunks` chunks scattered over the file (mixing the donors of
+        # a sorted file); each cell sits in one chunk, hence is read once per epoch
         starts = rng.permutation(np.arange(0, m.n_obs, m.chunk_size))
         for i in range(0, len(starts), m.buffer_chunks):
-            ranges = _merge_ranges(np.sort(starts[i : i + m.buffer_chunks]), m.chunk_size, m.n_obs)
+            first = np.sort(starts[i : i + m.buffer_chunks])
+            ranges = _merge_ranges(first, np.minimum(first + m.chunk_size, m.n_obs))
             ranges = [(a, b) for a, b in ranges if self.keep[a:b].any()]
             if not ranges:
                 continue
@@ -232,13 +208,9 @@ class OnDiskDataModule(_SplitDataModule):
 
     Parameters
     ----------
-    adata_manager
-        The :class:`scvi.data.AnnDataManager` of an AnnData registered on disk
+    adata_manager, batch_size, train_size, validation_size, shuffle_set_split
+        As in :class:`~scr2mae.data.InMemoryDataModule`, for an AnnData registered on disk
         (:func:`read_backed`).
-    batch_size
-        Cells per mini-batch.
-    train_size, validation_size, shuffle_set_split
-        As in :class:`~scvi.dataloaders.DataSplitter`.
     chunk_size
         Rows per contiguous read. Smaller chunks mix a sorted file better and cost more reads
         (measured: about 0.1 ms per read of a CSR dataset in the page cache).
@@ -260,12 +232,9 @@ class OnDiskDataModule(_SplitDataModule):
         buffer_chunks: int = 256,
         seed: int | None = None,
     ):
-        for name, value, minimum in (
-            ("batch_size", batch_size, 2),
-            ("chunk_size", chunk_size, 1),
-            ("buffer_chunks", buffer_chunks, 1),
-        ):
-            check_int(name, value, minimum)
+        check_int("batch_size", batch_size, 2)
+        check_int("chunk_size", chunk_size)
+        check_int("buffer_chunks", buffer_chunks)
         super().__init__(
             adata_manager, batch_size, train_size, validation_size, shuffle_set_split, seed
         )
@@ -273,11 +242,8 @@ class OnDiskDataModule(_SplitDataModule):
         self.chunk_size = chunk_size
         self.buffer_chunks = buffer_chunks
         self.covariates = {
-            key: np.asarray(adata_manager.get_from_registry(key), dtype=np.float32).reshape(
-                self.n_obs, -1
-            )
-            for key in adata_manager.data_registry
-            if key != REGISTRY_KEYS.X_KEY
+            key: np.asarray(values, dtype=np.float32).reshape(self.n_obs, -1)
+            for key, values in registered_covariates(adata_manager).items()
         }
         self.panels = panel_layout(adata_manager)
         self.target = torch.device("cpu")

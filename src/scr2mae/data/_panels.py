@@ -5,10 +5,10 @@ missing gene of each cell (which grows with cells × unmeasured genes), a prepar
 each cell's *panel* in the categorical ``.obs`` column :data:`PANEL_KEY`, and the name of a
 panel encodes its gene mask: ``"<measured>/<genes>:<genes' digest>:<base64 of the packed
 mask>"``, where the digest of the gene names catches a mask read against genes in another
-order. The masks
-therefore travel with ``.obs`` wherever the cells go: subsets, ``anndata.concat`` of queries
-prepared on different panels (pandas unites the categories), ``.h5ad`` files. The counts hold
-only measured entries; an unmeasured gene is an implicit zero that the mask marks as unknown.
+order. The masks therefore travel with ``.obs`` wherever the cells go: subsets,
+``anndata.concat`` of queries prepared on different panels (pandas unites the categories),
+``.h5ad`` files. The counts hold only measured entries; an unmeasured gene is an implicit zero
+that the mask marks as unknown.
 
 Mini-batches carry the dense mask of their cells, ``panel_masks[panel[cells]]``, under
 :data:`MEASURED_KEY`, and only when some cell lacks a gene: complete data carry none.
@@ -124,9 +124,7 @@ def _read_layout(adata: AnnData) -> PanelLayout | None:
     if PANEL_KEY not in adata.obs.columns:
         return None
     column = adata.obs[PANEL_KEY]
-    cat = column.array if isinstance(column.dtype, pd.CategoricalDtype) else None
-    if cat is None:
-        cat = pd.Categorical(column)
+    cat = column.array if isinstance(column.dtype, pd.CategoricalDtype) else pd.Categorical(column)
     codes = np.asarray(cat.codes)
     missing = codes < 0
     if missing.any():
@@ -208,24 +206,10 @@ class PanelField(BaseAnnDataField):
     never carry over to another AnnData: each registers its own.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-
-    @property
-    def registry_key(self) -> str:
-        return PANEL_REGISTRY_KEY
-
-    @property
-    def attr_name(self) -> str:
-        return "obs"
-
-    @property
-    def attr_key(self) -> str:
-        return PANEL_KEY
-
-    @property
-    def is_empty(self) -> bool:
-        return False
+    registry_key = PANEL_REGISTRY_KEY
+    attr_name = "obs"
+    attr_key = PANEL_KEY
+    is_empty = False
 
     def get_data_registry(self) -> dict:
         return {}

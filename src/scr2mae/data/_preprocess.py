@@ -31,11 +31,8 @@ def log_normalize(counts, target_sum: float = 1e4) -> np.ndarray | sparse.csr_ma
 
     if not target_sum > 0:
         raise ValueError(f"`target_sum` must be positive, got {target_sum!r}.")
-    if sparse.issparse(counts):
-        X = sparse.csr_matrix(counts, dtype=np.float64)
-    else:
-        X = np.array(counts, dtype=np.float64)
-    adata = AnnData(X=X)
+    convert = sparse.csr_matrix if sparse.issparse(counts) else np.array
+    adata = AnnData(X=convert(counts, dtype=np.float64))
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
     return adata.X.astype(np.float32)

@@ -68,13 +68,10 @@ def synthetic_donor_counts(
     columns ``donor_id``, ``cell_type``, ``disease`` (``"normal"``/``"disease"``),
     ``age_years`` (the donor's age) and ``development_stage`` (Census-style label).
     """
-    for name, value, minimum in (
-        ("n_donors", n_donors, 4),
-        ("cells_per_donor", cells_per_donor, 1),
-        ("n_genes", n_genes, 20),
-        ("n_cell_types", n_cell_types, 2),
-    ):
-        check_int(name, value, minimum)
+    check_int("n_donors", n_donors, 4)
+    check_int("cells_per_donor", cells_per_donor)
+    check_int("n_genes", n_genes, 20)
+    check_int("n_cell_types", n_cell_types, 2)
     for name, value in (
         ("age_effect", age_effect),
         ("disease_effect", disease_effect),
