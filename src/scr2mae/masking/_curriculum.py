@@ -148,12 +148,7 @@ class Curriculum(nn.Module):
         -------
         ``{"params": [...], "weight_decay": 0.0, **options}``.
         """
-        group: dict[str, Any] = {
-            "params": list(self.weight_generator.parameters()),
-            "weight_decay": 0.0,
-        }
-        group.update(options)
-        return group
+        return {"params": list(self.weight_generator.parameters()), "weight_decay": 0.0, **options}
 
     # ---- per-step path (no host synchronisation) -------------------------------------------
 
@@ -434,11 +429,9 @@ def get_curriculum(
     if constant:
         multiplier: GradientMultiplierSchedule = ConstantMultiplier(1.0, warmup_steps=warmup_steps)
     else:
+        # the ramp's defaults are LinearMultiplier's (+1 -> -1 from step 30000 to 120000)
+        ramp = {k.removeprefix("multiplier_"): given[k] for k in _MULTIPLIER_KEYS}
         multiplier = LinearMultiplier(
-            start=1.0 if multiplier_start is None else multiplier_start,
-            end=-1.0 if multiplier_end is None else multiplier_end,
-            start_step=30000 if multiplier_start_step is None else multiplier_start_step,
-            end_step=120000 if multiplier_end_step is None else multiplier_end_step,
-            warmup_steps=warmup_steps,
+            **{k: v for k, v in ramp.items() if v is not None}, warmup_steps=warmup_steps
         )
     return Curriculum(ratios, multiplier=multiplier, **generator_options)
