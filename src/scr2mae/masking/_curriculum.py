@@ -114,8 +114,6 @@ class Curriculum(nn.Module):
             raise ValueError("`n_columns` is the number of ratios; do not pass it separately.")
         self.weight_generator = CurriculumWeightGenerator(ratios.n_ratios, **generator_options)
 
-    # ---- host-side configuration -----------------------------------------------------------
-
     @property
     def n_columns(self) -> int:
         """``K``, the number of ratios and of columns of ``W``."""
@@ -150,7 +148,7 @@ class Curriculum(nn.Module):
         """
         return {"params": list(self.weight_generator.parameters()), "weight_decay": 0.0, **options}
 
-    # ---- per-step path (no host synchronisation) -------------------------------------------
+    # the per-step path below never synchronises with the host
 
     def draw(
         self,
@@ -272,13 +270,10 @@ class Curriculum(nn.Module):
             ``(B, G)`` boolean mask, ``True`` = masked (the entries that count).
         index
             ``(1,)`` or ``(B,)`` long ratio indices from :meth:`draw`.
-        generator_input
-            ``(B, G)`` uncorrupted counts or ``(B, G, H)`` token inputs (see
-            :class:`CurriculumWeightGenerator`).
-        step
-            Optimisation step, a Python ``int`` or a 0-d tensor. During warm-up the generator's
-            gradient is multiplied by zero; put it in :meth:`generator_param_group` so that
-            weight decay does not move it either.
+        generator_input, step
+            As in :meth:`weight_matrix`. During warm-up the generator's gradient is multiplied
+            by zero; put it in :meth:`generator_param_group` so that weight decay does not move
+            it either.
 
         Returns
         -------
@@ -307,10 +302,6 @@ class Curriculum(nn.Module):
         n_masked = mask.sum().clamp_min(1).to(elementwise_loss.dtype)
         return CurriculumLoss(weighted.sum() / n_masked, weights, w_matrix)
 
-
-# --------------------------------------------------------------------------------------------
-# Strategy presets
-# --------------------------------------------------------------------------------------------
 
 #: the paper's curriculum strategies understood by :func:`get_curriculum`
 CURRICULUM_STRATEGIES: tuple[str, ...] = ("cl", "cl_k0", "r2mae_cl", "r2mae_cl_k0")

@@ -154,8 +154,7 @@ class CurriculumWeightGenerator(nn.Module):
         if input_kind not in _INPUT_KINDS:
             raise ValueError(f"`input_kind` must be one of {_INPUT_KINDS}, got {input_kind!r}.")
         self.input_kind = input_kind
-        if n_features is not None:
-            n_features = check_int("n_features", n_features)
+        n_features = check_int("n_features", n_features, allow_none=True)
         if input_kind == "counts":
             if n_features is None:
                 raise ValueError("`input_kind='counts'` needs `n_features` (the number of genes).")

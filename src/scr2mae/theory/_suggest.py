@@ -244,8 +244,7 @@ def suggest_mask_range(
     min_width = check_nonnegative("min_width", min_width)
     if min_width >= 1.0:
         raise ValueError(f"`min_width` must be below 1, got {min_width}.")
-    grid = check_ratios(np.arange(0.05, 0.9501, 0.025) if ratios is None else ratios, "ratios")
-    grid = np.unique(grid)
+    grid = np.unique(check_ratios(np.arange(0.05, 0.9501, 0.025) if ratios is None else ratios))
     q = np.atleast_1d(np.asarray(quantiles, dtype=float))
     if q.ndim != 1 or q.size == 0 or np.any((q < 0) | (q > 1)) or not np.all(np.isfinite(q)):
         raise ValueError(f"`quantiles` must be values in [0, 1], got {quantiles!r}.")
