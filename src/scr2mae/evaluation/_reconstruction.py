@@ -260,10 +260,8 @@ def scvi_predictor(model, adata=None, indices=None) -> Predictor:
     ----------
     model
         Trained :class:`scvi.model.SCVI`.
-    adata
-        AnnData the counts come from (defaults to the model's).
-    indices
-        Cells of ``adata`` that the scored ``counts`` rows are (in order); defaults to all.
+    adata, indices
+        As in :func:`r2mae_predictor` (``adata`` defaults to the model's).
     """
     from scvi import REGISTRY_KEYS
 

@@ -247,21 +247,16 @@ class R2MAEDataCollator:
         probability.masked_fill_(no_mask, 0.0)
         masked = torch.bernoulli(probability, generator=self.generator).bool()
         labels[~masked] = -100
-        replaced = (
-            torch.bernoulli(
-                torch.full(labels.shape, self.mask_replace_prob), generator=self.generator
-            ).bool()
-            & masked
-        )
+
+        def coin(p: float) -> torch.Tensor:
+            return torch.bernoulli(torch.full(labels.shape, p), generator=self.generator).bool()
+
+        replaced = coin(self.mask_replace_prob) & masked
         inputs[replaced] = self.tokenizer.convert_tokens_to_ids(self.tokenizer.mask_token)
         if self.mask_replace_prob == 1.0 or self.random_replace_prob == 0.0:
             return inputs, labels
         scaled = self.random_replace_prob / (1.0 - self.mask_replace_prob)
-        randomised = (
-            torch.bernoulli(torch.full(labels.shape, scaled), generator=self.generator).bool()
-            & masked
-            & ~replaced
-        )
+        randomised = coin(scaled) & masked & ~replaced
         words = torch.randint(
             len(self.tokenizer), labels.shape, dtype=torch.long, generator=self.generator
         )

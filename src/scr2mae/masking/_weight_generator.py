@@ -188,10 +188,8 @@ class CurriculumWeightGenerator(nn.Module):
             self.feature_embedding = nn.Parameter(torch.randn(n_features, feature_embedding_dim))
         else:
             self.register_parameter("feature_embedding", None)
-        widths = [
-            base_inputs + (feature_embedding_dim if self.feature_embedding is not None else 0)
-        ]
-        widths += [check_int("hidden_dims", h) for h in hidden_dims]
+        n_embedded = feature_embedding_dim if self.feature_embedding is not None else 0
+        widths = [base_inputs + n_embedded, *(check_int("hidden_dims", h) for h in hidden_dims)]
         layers: list[nn.Module] = []
         for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), nn.ReLU()]
