@@ -115,8 +115,7 @@ def _check_args(max_epochs, seeds, n_cells) -> tuple[int, ...]:
         check_int("seeds", seed, minimum=0)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` must not repeat a seed, got {seeds!r}.")
-    if n_cells is not None and (not isinstance(n_cells, int) or n_cells < 50):
-        raise ValueError(f"`n_cells` must be None or an integer >= 50, got {n_cells!r}.")
+    check_int("n_cells", n_cells, minimum=50, allow_none=True)
     return tuple(int(s) for s in seeds)
 
 
@@ -178,10 +177,7 @@ def _umap_figure(adata, latent, labels, seed, path: Path) -> None:
     for i, label in enumerate(sorted(set(labels))):
         sel = labels == label
         ax.scatter(umap[sel, 0], umap[sel, 1], s=8, color=plt.cm.tab10(i % 10), label=label)
-    ax.set_xlabel("UMAP 1")
-    ax.set_ylabel("UMAP 2")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[])
     ax.set_title(f"R2MAE latent space, {adata.n_obs} PBMCs, seed {seed}")
     ax.legend(fontsize=7, markerscale=2, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
@@ -230,8 +226,7 @@ def run_demo(
     mean ``train_seconds`` (0 for the untrained baselines). :func:`verdict_line` reads it.
     """
     seeds = _check_args(max_epochs, seeds, n_cells)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"`threads` must be None or a positive integer, got {threads!r}.")
+    check_int("threads", threads, allow_none=True)
     import torch
 
     previous = torch.get_num_threads()
@@ -296,20 +291,14 @@ def _run(out_dir, max_epochs, n_hidden, n_latent, n_layers, n_cells, seeds, prog
             row[metric] = values.mean()
             row[f"{metric}_sd"] = values.std(ddof=1) if values.size > 1 else np.nan
         for metric, values in entry.items():
-            for seed, value in zip(seeds, values, strict=True):
-                row[f"{metric}_seed{seed}"] = value
+            row.update({f"{metric}_seed{s}": v for s, v in zip(seeds, values, strict=True)})
         row["train_seconds"] = float(np.mean(seconds[name]))
         rows[name] = row
     order = [R2MAE, SCVI, FIXED, LOGNORM, PCA]
     table = pd.DataFrame.from_dict(rows, orient="index").loc[order]
     table.index.name = "representation"
     table.to_csv(out / "demo_results.csv")
-    (out / "demo_results.md").write_text(
-        format_table(table)
-        + "\n\nPaired differences of balanced accuracy over seeds (mean ± SE): "
-        + verdict_line(table)
-        + "\n"
-    )
+    (out / "demo_results.md").write_text(_summary(table) + "\n")
     _umap_figure(adata, umap_latent, labels, seeds[0], out / "umap_r2mae.png")
     return table
 
@@ -327,6 +316,15 @@ def format_table(table: pd.DataFrame) -> str:
         shown[col.replace("balanced_accuracy_", "")] = table[col].map("{:.3f}".format)
     shown["train s (mean)"] = [f"{s:.1f}" if s > 0 else "—" for s in table["train_seconds"]]
     return shown.to_markdown(disable_numparse=True)
+
+
+def _summary(table: pd.DataFrame) -> str:
+    """The markdown table and the verdict line, as printed and written by the demo."""
+    return (
+        format_table(table)
+        + "\n\nPaired differences of balanced accuracy over seeds (mean ± SE): "
+        + verdict_line(table)
+    )
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -366,10 +364,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"Probing bulk_labels (5-fold logistic regression, out-of-fold predictions), "
         f"mean ± sd over seeds {args.seeds}:"
     )
-    print(format_table(table))
-    print(
-        "\nPaired differences of balanced accuracy over seeds (mean ± SE): " + verdict_line(table)
-    )
+    print(_summary(table))
     print(f"\nwrote {Path(args.out) / 'demo_results.csv'} and {Path(args.out) / 'umap_r2mae.png'}")
     print(
         f"total {time.perf_counter() - start:.0f} s wall, {time.process_time() - cpu:.0f} s CPU "

@@ -96,9 +96,7 @@ def split_donors(
     rng = np.random.default_rng(seed)
     n_train = int(np.clip(round(train_fraction * unique.size), 1, unique.size - 1))
     chosen = rng.permutation(unique.size)[:n_train]
-    is_train = np.zeros(unique.size, dtype=bool)
-    is_train[chosen] = True
-    return np.sort(unique[is_train]), np.sort(unique[~is_train])
+    return np.sort(unique[chosen]), np.delete(unique, chosen)
 
 
 def cap_cells_per_donor(donors, max_cells: int | None, seed: int = 0) -> np.ndarray:
@@ -106,12 +104,10 @@ def cap_cells_per_donor(donors, max_cells: int | None, seed: int = 0) -> np.ndar
 
     Parameters
     ----------
-    donors
-        Donor of each cell.
+    donors, seed
+        As in :func:`split_donors`.
     max_cells
         Maximum number of cells kept per donor; ``None`` keeps all.
-    seed
-        Seed of the subsampling.
 
     Returns
     -------
@@ -305,13 +301,11 @@ def linear_probe(
             raise ValueError("the training donors carry a single class; cannot fit a classifier.")
         grid = LOGISTIC_CS if Cs is None else np.asarray(Cs, dtype=np.float64)
         pipe = make_pipeline(*steps, LogisticRegression(max_iter=max_iter))
-        key = "logisticregression__C"
-        scoring = "balanced_accuracy"
+        key, scoring = "logisticregression__C", "balanced_accuracy"
     else:
         grid = RIDGE_ALPHAS if alphas is None else np.asarray(alphas, dtype=np.float64)
         pipe = make_pipeline(*steps, Ridge())
-        key = "ridge__alpha"
-        scoring = "neg_mean_squared_error"
+        key, scoring = "ridge__alpha", "neg_mean_squared_error"
     search = GridSearchCV(pipe, {key: grid}, scoring=scoring, cv=cv, n_jobs=n_jobs)
     with warnings.catch_warnings():
         # a donor-grouped validation fold may hold a single class; its balanced accuracy is

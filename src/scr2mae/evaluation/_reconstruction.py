@@ -40,6 +40,12 @@ def _rows_pearson(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) ->
     return torch.where((denom > 0) & (n >= 2), r, torch.full_like(r, float("nan")))
 
 
+def _dense_rows(matrix, rows) -> torch.Tensor:
+    block = matrix[rows]
+    block = block.toarray() if sparse.issparse(block) else block
+    return torch.as_tensor(np.asarray(block, dtype=np.float32))
+
+
 def masked_reconstruction_score(
     counts,
     predict: Predictor,
@@ -126,9 +132,7 @@ def masked_reconstruction_score(
         values = []
         for start in range(0, n_cells, batch_size):
             rows = np.arange(start, min(start + batch_size, n_cells))
-            block = counts[rows]
-            block = block.toarray() if sparse.issparse(block) else block
-            x = torch.as_tensor(np.asarray(block, dtype=np.float32))
+            x = _dense_rows(counts, rows)
             measured = ~torch.isnan(x)
             if panels is not None:
                 measured &= torch.from_numpy(masks[panel[rows]])
@@ -166,8 +170,7 @@ def _registered(model, adata, key):
     value = manager.get_from_registry(key)
     if sparse.issparse(value):
         return sparse.csr_matrix(value)
-    value = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
-    return value
+    return value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
 
 
 def _check_trained(model) -> None:
@@ -180,11 +183,7 @@ def _covariate_tensors(model, adata, indices):
 
     idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
     out = {}
-    for key in (
-        REGISTRY_KEYS.BATCH_KEY,
-        REGISTRY_KEYS.CONT_COVS_KEY,
-        REGISTRY_KEYS.CAT_COVS_KEY,
-    ):
+    for key in (REGISTRY_KEYS.BATCH_KEY, REGISTRY_KEYS.CONT_COVS_KEY, REGISTRY_KEYS.CAT_COVS_KEY):
         value = _registered(model, adata, key)
         if value is not None:
             value = value[idx]
@@ -228,9 +227,7 @@ def r2mae_predictor(model, adata=None, indices=None) -> Predictor:
 
     def predict(x_masked, mask, rows):
         module.eval()
-        block = full[rows]
-        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-        x_full = torch.as_tensor(np.asarray(block, dtype=np.float32))  # NaN = not measured
+        x_full = _dense_rows(full, rows)  # NaN = not measured
         measured = None
         if layout is not None:
             measured = torch.from_numpy(layout.measured(cells[rows]))
@@ -263,10 +260,8 @@ def scvi_predictor(model, adata=None, indices=None) -> Predictor:
     ----------
     model
         Trained :class:`scvi.model.SCVI`.
-    adata
-        AnnData the counts come from (defaults to the model's).
-    indices
-        Cells of ``adata`` that the scored ``counts`` rows are (in order); defaults to all.
+    adata, indices
+        As in :func:`r2mae_predictor` (``adata`` defaults to the model's).
     """
     from scvi import REGISTRY_KEYS
 
@@ -277,14 +272,12 @@ def scvi_predictor(model, adata=None, indices=None) -> Predictor:
 
     def predict(x_masked, mask, rows):
         module.eval()
-        batch = covs.get(REGISTRY_KEYS.BATCH_KEY)
-        batch_index = (
-            batch[rows] if batch is not None else torch.zeros(len(rows), 1, dtype=torch.long)
-        ).to(device)
-        cont = covs.get(REGISTRY_KEYS.CONT_COVS_KEY)
-        cat = covs.get(REGISTRY_KEYS.CAT_COVS_KEY)
-        cont = cont[rows].to(device) if cont is not None else None
-        cat = cat[rows].to(device) if cat is not None else None
+        given = {k: v[rows].to(device) for k, v in covs.items()}
+        batch_index = given.get(REGISTRY_KEYS.BATCH_KEY)
+        if batch_index is None:
+            batch_index = torch.zeros(len(rows), 1, dtype=torch.long, device=device)
+        cont = given.get(REGISTRY_KEYS.CONT_COVS_KEY)
+        cat = given.get(REGISTRY_KEYS.CAT_COVS_KEY)
         inf = module.inference(x_masked.to(device), batch_index, cont_covs=cont, cat_covs=cat)
         gen = module.generative(
             z=inf["qz"].loc,

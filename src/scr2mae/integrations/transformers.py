@@ -118,11 +118,7 @@ class R2MAEDataCollator:
         if getattr(tokenizer, "pad_token_id", None) is None:
             raise ValueError("`tokenizer` has no pad token, which padding a batch needs.")
         if schedule_kwargs is None:
-            schedule_kwargs = (
-                {"p_min": 0.15, "p_max": 0.4}
-                if isinstance(schedule, str) and schedule == "r2mae"
-                else {}
-            )
+            schedule_kwargs = {"p_min": 0.15, "p_max": 0.4} if schedule == "r2mae" else {}
         if not isinstance(schedule_kwargs, Mapping):
             raise TypeError(
                 f"`schedule_kwargs` must be a mapping, got {type(schedule_kwargs).__name__}."
@@ -151,7 +147,6 @@ class R2MAEDataCollator:
         self._step = torch.zeros((), dtype=torch.long).share_memory_()
         self.last_ratio: torch.Tensor | None = None
 
-    # ------------------------------------------------------------------ step
     @property
     def step(self) -> int:
         """Training step the schedule is evaluated at (set by :class:`MaskingStepCallback`)."""
@@ -166,7 +161,6 @@ class R2MAEDataCollator:
         if self.schedule.needs_total_steps:
             self.schedule = self.schedule.with_total_steps(total_steps)
 
-    # --------------------------------------------------------------- calling
     def _make_generator(self) -> None:
         seed = self.seed
         if mp.current_process().name != "MainProcess":
@@ -183,16 +177,13 @@ class R2MAEDataCollator:
             return dict(batch)
         seqs = [torch.as_tensor(e, dtype=torch.long).reshape(-1) for e in examples]
         length = max(len(s) for s in seqs)
-        if self.pad_to_multiple_of is not None:
-            m = self.pad_to_multiple_of
+        if (m := self.pad_to_multiple_of) is not None:
             length = ((length + m - 1) // m) * m
         out = torch.full((len(seqs), length), self.tokenizer.pad_token_id, dtype=torch.long)
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
         for i, s in enumerate(seqs):
-            if left:
-                out[i, length - len(s) :] = s
-            else:
-                out[i, : len(s)] = s
+            start = length - len(s) if left else 0
+            out[i, start : start + len(s)] = s
         return {"input_ids": out}
 
     def __call__(self, examples: Sequence[Any], return_tensors: str | None = None) -> dict:
@@ -256,21 +247,16 @@ class R2MAEDataCollator:
         probability.masked_fill_(no_mask, 0.0)
         masked = torch.bernoulli(probability, generator=self.generator).bool()
         labels[~masked] = -100
-        replaced = (
-            torch.bernoulli(
-                torch.full(labels.shape, self.mask_replace_prob), generator=self.generator
-            ).bool()
-            & masked
-        )
+
+        def coin(p: float) -> torch.Tensor:
+            return torch.bernoulli(torch.full(labels.shape, p), generator=self.generator).bool()
+
+        replaced = coin(self.mask_replace_prob) & masked
         inputs[replaced] = self.tokenizer.convert_tokens_to_ids(self.tokenizer.mask_token)
         if self.mask_replace_prob == 1.0 or self.random_replace_prob == 0.0:
             return inputs, labels
         scaled = self.random_replace_prob / (1.0 - self.mask_replace_prob)
-        randomised = (
-            torch.bernoulli(torch.full(labels.shape, scaled), generator=self.generator).bool()
-            & masked
-            & ~replaced
-        )
+        randomised = coin(scaled) & masked & ~replaced
         words = torch.randint(
             len(self.tokenizer), labels.shape, dtype=torch.long, generator=self.generator
         )
@@ -313,11 +299,9 @@ class MaskingStepCallback(_CallbackBase):
         return control
 
     def on_step_begin(self, args, state, control, **kwargs):
-        """Hand the current global step to the collator."""
+        """Hand the current global step to the collator (also at a step's end, so the
+        incremented step is in place before the next batch is collated)."""
         self.collator.step = int(state.global_step)
         return control
 
-    def on_step_end(self, args, state, control, **kwargs):
-        """Hand the incremented step over before the next batch is collated."""
-        self.collator.step = int(state.global_step)
-        return control
+    on_step_end = on_step_begin

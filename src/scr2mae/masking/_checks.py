@@ -31,11 +31,6 @@ def check_int(
     return int(value)
 
 
-def _check_steps(name: str, value: int | None) -> int | None:
-    """A positive number of steps, or ``None`` (left open)."""
-    return None if value is None else check_int(name, value)
-
-
 def _check_ratio(name: str, value: float, *, allow_one: bool = False) -> float:
     """Validate a masking ratio and return it as ``float``."""
     try:

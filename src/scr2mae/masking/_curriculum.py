@@ -114,8 +114,6 @@ class Curriculum(nn.Module):
             raise ValueError("`n_columns` is the number of ratios; do not pass it separately.")
         self.weight_generator = CurriculumWeightGenerator(ratios.n_ratios, **generator_options)
 
-    # ---- host-side configuration -----------------------------------------------------------
-
     @property
     def n_columns(self) -> int:
         """``K``, the number of ratios and of columns of ``W``."""
@@ -148,14 +146,9 @@ class Curriculum(nn.Module):
         -------
         ``{"params": [...], "weight_decay": 0.0, **options}``.
         """
-        group: dict[str, Any] = {
-            "params": list(self.weight_generator.parameters()),
-            "weight_decay": 0.0,
-        }
-        group.update(options)
-        return group
+        return {"params": list(self.weight_generator.parameters()), "weight_decay": 0.0, **options}
 
-    # ---- per-step path (no host synchronisation) -------------------------------------------
+    # the per-step path below never synchronises with the host
 
     def draw(
         self,
@@ -277,13 +270,10 @@ class Curriculum(nn.Module):
             ``(B, G)`` boolean mask, ``True`` = masked (the entries that count).
         index
             ``(1,)`` or ``(B,)`` long ratio indices from :meth:`draw`.
-        generator_input
-            ``(B, G)`` uncorrupted counts or ``(B, G, H)`` token inputs (see
-            :class:`CurriculumWeightGenerator`).
-        step
-            Optimisation step, a Python ``int`` or a 0-d tensor. During warm-up the generator's
-            gradient is multiplied by zero; put it in :meth:`generator_param_group` so that
-            weight decay does not move it either.
+        generator_input, step
+            As in :meth:`weight_matrix`. During warm-up the generator's gradient is multiplied
+            by zero; put it in :meth:`generator_param_group` so that weight decay does not move
+            it either.
 
         Returns
         -------
@@ -312,10 +302,6 @@ class Curriculum(nn.Module):
         n_masked = mask.sum().clamp_min(1).to(elementwise_loss.dtype)
         return CurriculumLoss(weighted.sum() / n_masked, weights, w_matrix)
 
-
-# --------------------------------------------------------------------------------------------
-# Strategy presets
-# --------------------------------------------------------------------------------------------
 
 #: the paper's curriculum strategies understood by :func:`get_curriculum`
 CURRICULUM_STRATEGIES: tuple[str, ...] = ("cl", "cl_k0", "r2mae_cl", "r2mae_cl_k0")
@@ -434,11 +420,9 @@ def get_curriculum(
     if constant:
         multiplier: GradientMultiplierSchedule = ConstantMultiplier(1.0, warmup_steps=warmup_steps)
     else:
+        # the ramp's defaults are LinearMultiplier's (+1 -> -1 from step 30000 to 120000)
+        ramp = {k.removeprefix("multiplier_"): given[k] for k in _MULTIPLIER_KEYS}
         multiplier = LinearMultiplier(
-            start=1.0 if multiplier_start is None else multiplier_start,
-            end=-1.0 if multiplier_end is None else multiplier_end,
-            start_step=30000 if multiplier_start_step is None else multiplier_start_step,
-            end_step=120000 if multiplier_end_step is None else multiplier_end_step,
-            warmup_steps=warmup_steps,
+            **{k: v for k, v in ramp.items() if v is not None}, warmup_steps=warmup_steps
         )
     return Curriculum(ratios, multiplier=multiplier, **generator_options)

@@ -61,8 +61,7 @@ def _as_ratio_tensor(ratio, n: int, device) -> torch.Tensor:
 
 
 def _per_row_ratios(n_rows: int, n_cols: int, ratio, generator, device):
-    """Checked shape, then the mask's device and one ratio per row (the per-row generators'
-    common prologue)."""
+    """One ratio per row and the mask's device, after checking the shape."""
     _check_shape(n_rows, n_cols)
     device = _resolve_device(ratio, generator, device)
     return _as_ratio_tensor(ratio, n_rows, device), device
@@ -90,14 +89,10 @@ def column_mask(
 
     Parameters
     ----------
-    n_rows, n_cols
-        Shape of the mini-batch.
     ratio
         Scalar ratio (float or one-element tensor).
-    generator
-        Optional seeded generator on ``device``.
-    device
-        Device of the mask; defaults to the ratio's device if it is a tensor, else CPU.
+    n_rows, n_cols, generator, device
+        As in :func:`bernoulli_mask`.
 
     Returns
     -------

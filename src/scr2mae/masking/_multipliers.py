@@ -135,7 +135,7 @@ class ConstantMultiplier(GradientMultiplierSchedule):
     value
         The coefficient.
     warmup_steps
-        Number of initial steps with coefficient ``0`` (generator frozen).
+        As in :class:`GradientMultiplierSchedule`.
     """
 
     constant: float

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import _check_ratio, _check_steps, _resolve_device, _step_tensor
+from ._checks import _check_ratio, _resolve_device, _step_tensor, check_int
 
 __all__ = [
     "DiscreteRatios",
@@ -163,7 +163,7 @@ class _LinearCentre(RatioSchedule):
         self._set(
             start=_check_ratio("start", self.start),
             end=_check_ratio("end", self.end),
-            total_steps=_check_steps("total_steps", self.total_steps),
+            total_steps=check_int("total_steps", self.total_steps, allow_none=True),
         )
 
     @property
@@ -185,7 +185,7 @@ class _LinearCentre(RatioSchedule):
         frac = torch.clamp(t / float(self.total_steps), 0.0, 1.0)
         return self.start + (self.end - self.start) * frac
 
-    def _centre_host(self, step: int) -> float:
+    def expected_ratio(self, step: int = 0) -> float:
         if self.total_steps is None:
             return self.start
         frac = min(max(step / self.total_steps, 0.0), 1.0)
@@ -217,9 +217,6 @@ class LinearDecayRatio(_LinearCentre):
     def sample(self, step=0, n=1, *, generator=None, device=None):
         dev = _resolve_device(step, generator, device)
         return self._centre(step, dev).reshape(1).expand(n).clone()
-
-    def expected_ratio(self, step: int = 0) -> float:
-        return self._centre_host(step)
 
     def bounds(self) -> tuple[float, float]:
         return (min(self.start, self.end), max(self.start, self.end))
@@ -322,9 +319,6 @@ class UniformDecayRatio(_LinearCentre):
         u = torch.rand(n, generator=generator, device=dev)
         return centre + self.half_width * (2.0 * u - 1.0)
 
-    def expected_ratio(self, step: int = 0) -> float:
-        return self._centre_host(step)
-
     def bounds(self) -> tuple[float, float]:
         lo, hi = min(self.start, self.end), max(self.start, self.end)
         return (lo - self.half_width, hi + self.half_width)
@@ -359,8 +353,7 @@ class DiscreteRatios(RatioSchedule):
     def spanning(cls, p_min: float, p_max: float, n: int = 10) -> DiscreteRatios:
         """``n`` evenly spaced ratios from ``p_min`` to ``p_max`` inclusive."""
         UniformRatio(p_min, p_max)  # validates the range
-        if n < 1:
-            raise ValueError(f"`n` must be at least 1, got {n}.")
+        check_int("n", n)
         if n == 1:
             return cls((0.5 * (p_min + p_max),))
         step = (p_max - p_min) / (n - 1)

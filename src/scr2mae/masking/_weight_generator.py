@@ -154,8 +154,7 @@ class CurriculumWeightGenerator(nn.Module):
         if input_kind not in _INPUT_KINDS:
             raise ValueError(f"`input_kind` must be one of {_INPUT_KINDS}, got {input_kind!r}.")
         self.input_kind = input_kind
-        if n_features is not None:
-            n_features = check_int("n_features", n_features)
+        n_features = check_int("n_features", n_features, allow_none=True)
         if input_kind == "counts":
             if n_features is None:
                 raise ValueError("`input_kind='counts'` needs `n_features` (the number of genes).")
@@ -189,10 +188,8 @@ class CurriculumWeightGenerator(nn.Module):
             self.feature_embedding = nn.Parameter(torch.randn(n_features, feature_embedding_dim))
         else:
             self.register_parameter("feature_embedding", None)
-        widths = [
-            base_inputs + (feature_embedding_dim if self.feature_embedding is not None else 0)
-        ]
-        widths += [check_int("hidden_dims", h) for h in hidden_dims]
+        n_embedded = feature_embedding_dim if self.feature_embedding is not None else 0
+        widths = [base_inputs + n_embedded, *(check_int("hidden_dims", h) for h in hidden_dims)]
         layers: list[nn.Module] = []
         for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), nn.ReLU()]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._risk import RiskCurve
-from ._validation import check_nonnegative, check_positive_int, check_ratios
+from ._validation import check_int, check_nonnegative, check_ratios
 
 __all__ = ["isotropic_risk", "spiked_fixed_point", "spiked_risk"]
 
@@ -74,8 +74,8 @@ def isotropic_risk(
     [0.97, 1.05, 1.36]
     """
     p = check_ratios(ratios)
-    d = check_positive_int("n_features", n_features)
-    n = check_positive_int("n_samples", n_samples)
+    d = check_int("n_features", n_features)
+    n = check_int("n_samples", n_samples)
     sigma2 = check_nonnegative("noise_var", noise_var)
     r2 = check_nonnegative("signal_norm2", signal_norm2)
 
@@ -109,12 +109,8 @@ def spiked_fixed_point(ratios, *, n_features: int, n_samples: int, spike: float)
 
     Parameters
     ----------
-    ratios
-        Masking ratio(s) ``p`` in ``(0, 1)``.
-    n_features
-        Dimension ``d``.
-    n_samples
-        Number of samples ``n`` before masking.
+    ratios, n_features, n_samples
+        As in :func:`isotropic_risk`.
     spike
         Spike strength ``theta >= 0``.
 
@@ -130,8 +126,8 @@ def spiked_fixed_point(ratios, *, n_features: int, n_samples: int, spike: float)
 def _check_spiked(ratios, n_features: int, n_samples: int, spike: float):
     """The checked ``p``, ``d``, ``n`` and ``theta`` of the spiked model."""
     p = check_ratios(ratios)
-    d = check_positive_int("n_features", n_features)
-    n = check_positive_int("n_samples", n_samples)
+    d = check_int("n_features", n_features)
+    n = check_int("n_samples", n_samples)
     return p, d, n, check_nonnegative("spike", spike)
 
 
@@ -192,10 +188,8 @@ def spiked_risk(
         As in :func:`spiked_fixed_point`.
     strength
         Feature strength ``alpha = u^T beta / ||beta||`` in ``[-1, 1]``.
-    noise_var
-        Label-noise variance ``sigma^2``.
-    signal_norm2
-        ``||beta||^2``.
+    noise_var, signal_norm2
+        As in :func:`isotropic_risk`.
 
     Returns
     -------

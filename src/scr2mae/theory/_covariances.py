@@ -6,13 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._validation import (
-    as_rng,
-    check_covariance,
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
-)
+from ._validation import as_rng, check_covariance, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "beta_spectrum_covariance",
@@ -68,7 +62,7 @@ def isotropic_covariance(n_features: int) -> np.ndarray:
     -------
     ``(d, d)`` identity matrix.
     """
-    return np.eye(check_positive_int("n_features", n_features))
+    return np.eye(check_int("n_features", n_features))
 
 
 def spiked_covariance(
@@ -96,7 +90,7 @@ def spiked_covariance(
     -------
     ``(cov, u)``.
     """
-    d = check_positive_int("n_features", n_features)
+    d = check_int("n_features", n_features)
     theta = check_nonnegative("spike", spike)
     if direction == "random":
         u = as_rng(seed).uniform(size=d)
@@ -189,7 +183,7 @@ def uniform_spectrum_covariance(
     -------
     ``(d, d)`` covariance.
     """
-    d = check_positive_int("n_features", n_features)
+    d = check_int("n_features", n_features)
     return _rescaled_rotation(lambda rng: rng.uniform(size=d), low, high, seed)
 
 
@@ -218,7 +212,7 @@ def beta_spectrum_covariance(
     -------
     ``(d, d)`` covariance.
     """
-    d = check_positive_int("n_features", n_features)
+    d = check_int("n_features", n_features)
     a = check_positive("a", a)
     b = check_positive("b", b)
     return _rescaled_rotation(lambda rng: rng.beta(a, b, size=d), low, high, seed)
@@ -245,8 +239,8 @@ def latent_space_covariance(
     -------
     ``(d, d)`` covariance.
     """
-    d = check_positive_int("n_features", n_features)
-    k = check_positive_int("n_latent", max(d // 2, 1) if n_latent is None else n_latent)
+    d = check_int("n_features", n_features)
+    k = check_int("n_latent", max(d // 2, 1) if n_latent is None else n_latent)
     top = check_positive("top", top)
     if top <= 1.0:
         raise ValueError(f"`top` must exceed 1, got {top}.")
@@ -267,21 +261,19 @@ def two_plateau_model(
 
     Parameters
     ----------
-    n_features
-        Dimension ``d``.
+    n_features, seed
+        As in :func:`uniform_spectrum_covariance`.
     rank
         Number of strong directions (``1 <= rank <= d``).
     spike
         Eigenvalue of ``W W^T`` on those directions.
-    seed
-        Seed or generator.
 
     Returns
     -------
     ``(cov, beta)`` with ``||beta|| = 1``.
     """
-    d = check_positive_int("n_features", n_features)
-    rank = check_positive_int("rank", rank)
+    d = check_int("n_features", n_features)
+    rank = check_int("rank", rank)
     if rank > d:
         raise ValueError(f"`rank` ({rank}) must not exceed `n_features` ({d}).")
     spike = check_positive("spike", spike)
@@ -328,18 +320,16 @@ def random_signal(n_features: int, *, norm: float = 1.0, seed=None) -> np.ndarra
 
     Parameters
     ----------
-    n_features
-        Dimension ``d``.
+    n_features, seed
+        As in :func:`uniform_spectrum_covariance`.
     norm
         ``||beta||``.
-    seed
-        Seed or generator.
 
     Returns
     -------
     ``beta``, shape ``(d,)``.
     """
-    d = check_positive_int("n_features", n_features)
+    d = check_int("n_features", n_features)
     norm = check_nonnegative("norm", norm)
     beta = as_rng(seed).uniform(size=d)
     return norm * beta / np.linalg.norm(beta)

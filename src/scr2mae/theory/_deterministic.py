@@ -21,13 +21,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ._risk import RiskCurve
-from ._validation import (
-    check_covariance,
-    check_nonnegative,
-    check_positive_int,
-    check_ratios,
-    check_signal,
-)
+from ._validation import check_covariance, check_int, check_nonnegative, check_ratios, check_signal
 
 __all__ = [
     "deterministic_prediction_norm",
@@ -72,12 +66,10 @@ def masked_target(cov, beta, ratio: float) -> np.ndarray:
 
     Parameters
     ----------
-    cov
-        Covariance ``Sigma``, shape ``(d, d)``.
+    cov, ratio
+        As in :func:`masked_covariance`.
     beta
         True coefficients, shape ``(d,)`` or ``(d, k)``.
-    ratio
-        Masking ratio ``p`` in ``(0, 1)``.
 
     Returns
     -------
@@ -156,15 +148,22 @@ def _terms(p: float, cov: np.ndarray, cov_b: np.ndarray, ref: np.ndarray, m: flo
     return bias, amplification, explained, kappa
 
 
-def _prepare(ratios, cov, beta, n_samples, noise_var):
+def _sweep(ratios, cov, beta, n_samples, noise_var, centred: bool):
+    """Checked ratios, then bias, variance, null risk, kappa, effective noise and whether
+    ``beta`` was 1-d; the error is against ``beta`` if ``centred``, else against 0."""
     p = check_ratios(ratios)
     cov = check_covariance(cov)
     beta = check_signal(beta, cov.shape[0], allow_matrix=True)
-    n = check_positive_int("n_samples", n_samples)
+    n = check_int("n_samples", n_samples)
     sigma2 = check_nonnegative("noise_var", noise_var)
-    squeeze = beta.ndim == 1
-    betas = beta[:, None] if squeeze else beta
-    return p, cov, betas, n, sigma2, squeeze
+    betas = beta[:, None] if beta.ndim == 1 else beta
+    cov_b = cov @ betas
+    null = np.einsum("ik,ik->k", betas, cov_b)
+    ref = betas if centred else np.zeros_like(betas)
+    bias, amp, explained, kappa = zip(*(_terms(r, cov, cov_b, ref, r * n) for r in p), strict=True)
+    noise = sigma2 + null - np.array(explained)
+    variance = noise * np.array(amp)[:, None]
+    return p, np.array(bias), variance, null, np.array(kappa), noise, beta.ndim == 1
 
 
 def deterministic_risk(ratios, cov, beta, *, n_samples: int, noise_var: float = 1.0) -> RiskCurve:
@@ -199,19 +198,9 @@ def deterministic_risk(ratios, cov, beta, *, n_samples: int, noise_var: float = 
     (``d`` and ``p n`` large and comparable); the simulator of
     :func:`~scr2mae.theory.simulate_risk` is the referee.
     """
-    p, cov, betas, n, sigma2, squeeze = _prepare(ratios, cov, beta, n_samples, noise_var)
-    cov_b = cov @ betas
-    null = np.einsum("ik,ik->k", betas, cov_b)
-    k = betas.shape[1]
-    bias = np.empty((p.size, k))
-    variance = np.empty((p.size, k))
-    noise = np.empty((p.size, k))
-    kappa = np.empty(p.size)
-    for i, ratio in enumerate(p):
-        b, amp, explained, kappa[i] = _terms(ratio, cov, cov_b, betas, ratio * n)
-        noise[i] = sigma2 + null - explained
-        bias[i] = b
-        variance[i] = noise[i] * amp
+    p, bias, variance, null, kappa, noise, squeeze = _sweep(
+        ratios, cov, beta, n_samples, noise_var, centred=True
+    )
     if squeeze:
         return RiskCurve(p, bias[:, 0], variance[:, 0], float(null[0]), kappa, noise[:, 0])
     return RiskCurve(p, bias, variance, null, kappa, noise)
@@ -234,12 +223,6 @@ def deterministic_prediction_norm(
     -------
     Array of shape ``(n_ratios,)`` (1-d ``beta``) or ``(n_ratios, k)``.
     """
-    p, cov, betas, n, sigma2, squeeze = _prepare(ratios, cov, beta, n_samples, noise_var)
-    cov_b = cov @ betas
-    null = np.einsum("ik,ik->k", betas, cov_b)
-    out = np.empty((p.size, betas.shape[1]))
-    zero = np.zeros_like(betas)
-    for i, ratio in enumerate(p):
-        b, amp, explained, _ = _terms(ratio, cov, cov_b, zero, ratio * n)
-        out[i] = b + (sigma2 + null - explained) * amp
+    _, bias, variance, *_, squeeze = _sweep(ratios, cov, beta, n_samples, noise_var, centred=False)
+    out = bias + variance
     return out[:, 0] if squeeze else out

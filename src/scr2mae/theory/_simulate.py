@@ -26,12 +26,7 @@ import numpy as np
 import torch
 
 from ..masking import FixedRatio, RatioSchedule, get_masking
-from ._validation import (
-    check_covariance,
-    check_nonnegative,
-    check_positive_int,
-    check_signal,
-)
+from ._validation import check_covariance, check_int, check_nonnegative, check_signal
 
 __all__ = ["SimulationResult", "simulate_risk"]
 
@@ -194,11 +189,10 @@ def simulate_risk(
     cov = check_covariance(cov)
     d = cov.shape[0]
     beta = check_signal(beta, d)
-    n = check_positive_int("n_samples", n_samples)
+    n = check_int("n_samples", n_samples)
     sigma2 = check_nonnegative("noise_var", noise_var)
-    reps = check_positive_int("n_repeats", n_repeats)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+    reps = check_int("n_repeats", n_repeats)
+    seed = check_int("seed", seed, minimum=0)
     if isinstance(masking, (RatioSchedule, str, numbers.Number)):
         masking = [masking]
     elif not isinstance(masking, (Sequence, np.ndarray)):
@@ -220,24 +214,23 @@ def simulate_risk(
     for start in range(0, reps, chunk):
         r = min(chunk, reps - start)
         # one seed triple per repeat: repeat i is the same whatever n_repeats or the chunking
-        seeds = [_seeds(int(seed), i) for i in range(start, start + r)]
+        seeds = [_seeds(seed, i) for i in range(start, start + r)]
         x = torch.empty(r, n, d, dtype=dtype)
         eps = torch.empty(r, n, dtype=dtype)
-        for j, (seed_data, _, _) in enumerate(seeds):
-            g_data = torch.Generator().manual_seed(seed_data)
-            torch.randn(n, d, generator=g_data, dtype=dtype, out=x[j])
-            torch.randn(n, generator=g_data, dtype=dtype, out=eps[j])
-        x = x @ root.T
-        y = x @ beta_t + np.sqrt(sigma2) * eps
         # the mask stream of a repeat restarts for every setting (common random numbers), so
         # its uniforms are drawn once: n x d for the covariates, then n for the targets, in the
         # order of two ``bernoulli_mask`` calls (the masks are ``uniform < ratio``)
         u_hidden = torch.empty(r, n, d)
         u_keep = torch.empty(r, n, 1)
-        for j, (_, _, seed_mask) in enumerate(seeds):
+        for j, (seed_data, _, seed_mask) in enumerate(seeds):
+            g_data = torch.Generator().manual_seed(seed_data)
+            torch.randn(n, d, generator=g_data, dtype=dtype, out=x[j])
+            torch.randn(n, generator=g_data, dtype=dtype, out=eps[j])
             g_mask = torch.Generator().manual_seed(seed_mask)
             torch.rand(n, d, generator=g_mask, out=u_hidden[j])
             torch.rand(n, 1, generator=g_mask, out=u_keep[j])
+        x = x @ root.T
+        y = x @ beta_t + np.sqrt(sigma2) * eps
         for k, schedule in enumerate(schedules):
             ratio = torch.stack(
                 [
@@ -258,11 +251,8 @@ def simulate_risk(
             ) | ~keep_c.unsqueeze(-1)
             z = torch.gather(x, 1, rows_idx).masked_fill(hidden_c, 0.0)
             estimate = _min_norm(z, torch.gather(y, 1, order) * keep_c, keep_c)
-            err = estimate - beta_t
-            risk[k, start : start + r] = torch.einsum("ri,ij,rj->r", err, cov_t, err).numpy()
-            pred[k, start : start + r] = torch.einsum(
-                "ri,ij,rj->r", estimate, cov_t, estimate
-            ).numpy()
+            for out, v in ((risk, estimate - beta_t), (pred, estimate)):
+                out[k, start : start + r] = torch.einsum("ri,ij,rj->r", v, cov_t, v).numpy()
             rows[k, start : start + r] = keep.sum(dim=1).numpy()
     return SimulationResult(
         labels=tuple(_label(s) for s in schedules),

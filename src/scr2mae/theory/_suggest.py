@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ import scipy.sparse as sp
 
 from ..masking import UniformRatio, get_masking
 from ._deterministic import deterministic_risk
-from ._validation import check_nonnegative, check_positive, check_positive_int, check_ratios
+from ._validation import check_int, check_nonnegative, check_positive, check_ratios
 
 __all__ = ["MaskRangeSuggestion", "suggest_mask_range"]
 
@@ -117,7 +116,7 @@ def _matrix_from(data, layer):
         matrix = data
     if sp.issparse(matrix):
         return sp.csr_matrix(matrix, dtype=np.float64)
-    if isinstance(matrix, np.ndarray) or hasattr(matrix, "__array__"):
+    if hasattr(matrix, "__array__"):
         out = np.asarray(matrix, dtype=np.float64)
         if out.ndim != 2:
             raise ValueError(f"`data` must be 2-d (cells x genes), got shape {out.shape}.")
@@ -146,10 +145,8 @@ def _log_normalise(matrix, target_sum: float):
 def _covariance(matrix) -> np.ndarray:
     n = matrix.shape[0]
     mean = np.asarray(matrix.mean(axis=0)).ravel()
-    if sp.issparse(matrix):
-        second = np.asarray((matrix.T @ matrix).todense())
-    else:
-        second = matrix.T @ matrix
+    second = matrix.T @ matrix
+    second = second.toarray() if sp.issparse(second) else second
     cov = (second - n * np.outer(mean, mean)) / (n - 1)
     return 0.5 * (cov + cov.T)
 
@@ -239,23 +236,21 @@ def suggest_mask_range(
         If ``data`` is not a matrix or AnnData.
     """
     matrix = _matrix_from(data, layer)
-    n_top = check_positive_int("n_top_genes", n_top_genes)
-    max_cells = check_positive_int("max_cells", max_cells)
+    n_top = check_int("n_top_genes", n_top_genes)
+    max_cells = check_int("max_cells", max_cells)
     target_sum = check_positive("target_sum", target_sum)
     spf = check_positive("samples_per_feature", samples_per_feature)
     noise_ratio = check_nonnegative("noise_ratio", noise_ratio)
     min_width = check_nonnegative("min_width", min_width)
     if min_width >= 1.0:
         raise ValueError(f"`min_width` must be below 1, got {min_width}.")
-    grid = check_ratios(np.arange(0.05, 0.9501, 0.025) if ratios is None else ratios, "ratios")
-    grid = np.unique(grid)
+    grid = np.unique(check_ratios(np.arange(0.05, 0.9501, 0.025) if ratios is None else ratios))
     q = np.atleast_1d(np.asarray(quantiles, dtype=float))
     if q.ndim != 1 or q.size == 0 or np.any((q < 0) | (q > 1)) or not np.all(np.isfinite(q)):
         raise ValueError(f"`quantiles` must be values in [0, 1], got {quantiles!r}.")
     if counts is not None and not isinstance(counts, bool):
         raise ValueError(f"`counts` must be True, False or None, got {counts!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+    check_int("seed", seed, minimum=None)
 
     values = _values(matrix)
     if not np.all(np.isfinite(values)):
@@ -265,10 +260,9 @@ def suggest_mask_range(
         rows = np.sort(rng.choice(matrix.shape[0], size=max_cells, replace=False))
         matrix = matrix[rows]
         values = _values(matrix)
-    is_counts = counts
-    if is_counts is None:
-        is_counts = bool(np.all(values >= 0) and np.all(values == np.round(values)))
-    if is_counts:
+    if counts is None:
+        counts = bool(np.all(values >= 0) and np.all(values == np.round(values)))
+    if counts:
         if np.any(values < 0):
             raise ValueError("`data` holds negative values but `counts=True`.")
         totals = np.asarray(matrix.sum(axis=1)).ravel()

@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from ..masking._checks import check_int as check_int  # the package's one integer check
+
 
 def check_ratios(ratios, name: str = "ratios") -> np.ndarray:
     """Return masking ratios as a 1-d float array, each strictly inside ``(0, 1)``.
@@ -23,13 +25,6 @@ def check_ratios(ratios, name: str = "ratios") -> np.ndarray:
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0.0) or np.any(arr >= 1.0):
         raise ValueError(f"`{name}` must lie strictly between 0 and 1, got {arr.tolist()}.")
     return arr
-
-
-def check_positive_int(name: str, value) -> int:
-    """Return ``value`` as a positive ``int``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def check_nonnegative(name: str, value) -> float:
