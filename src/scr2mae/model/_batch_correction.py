@@ -1,20 +1,9 @@
-"""Batch correction of the latent code of :class:`~scr2mae.R2MAEModel`.
+"""The loss terms that free the latent code of the batch (``batch_correction``).
 
-The paper's model gives the batch to the encoder and the decoder and has no reason to drop it
-from its code. The options here remove it from the latent while the masked NB loss stays the
-reconstruction objective:
-
-* ``"none"``: the paper's setting (encoder and decoder both read the batch);
-* ``"decoder_only"``: the encoder is blind to the batch, only the decoder reads it (as in
-  scVI), so the code need not carry what the decoder is told;
-* ``"adversarial"``: as ``"decoder_only"``, plus a batch classifier on the latent trained
-  through a gradient-reversal layer (:func:`scr2mae.masking.multiply_gradient`);
-* ``"mmd"``: as ``"decoder_only"``, plus a Gaussian-kernel maximum mean discrepancy between
-  each batch and the other cells of the mini-batch;
-* ``"variational"``: as ``"decoder_only"``, with a variational bottleneck: the encoder gives a
-  Gaussian posterior, training decodes a sample of it, and its KL divergence from N(0, I) is
-  added per cell to the masked NB loss (a weight of 1 is the evidence lower bound of the masked
-  genes, scVI's objective restricted to what was hidden). Embeddings are the posterior mean.
+The paper's model gives the batch to encoder and decoder. Every other option blinds the encoder
+to it (``"decoder_only"``, as in scVI) and may add a term: a batch classifier behind gradient
+reversal (``"adversarial"``), a kernel MMD between batches (``"mmd"``), or the KL divergence of
+a Gaussian posterior (``"variational"``: with weight 1, the ELBO of the masked genes).
 """
 
 from __future__ import annotations

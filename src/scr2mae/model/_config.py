@@ -70,6 +70,10 @@ def _weight(name: str, value, expected: str = "a number") -> float:
     return weight
 
 
+def _is_curriculum(name: str) -> bool:
+    return normalise_strategy_name(name) in CURRICULUM_STRATEGIES
+
+
 def _batch_correction(option, weight, n_batch: int, visible_weight: float) -> tuple[str, float]:
     if not isinstance(option, str) or option not in ("auto", *BATCH_CORRECTIONS):
         raise ValueError(
@@ -129,23 +133,17 @@ def resolve_options(
     visible_weight = _weight(
         "visible_weight", VISIBLE_WEIGHT if visible_weight is None else visible_weight
     )
-    params = dict(masking_params or {})
-    is_name = isinstance(mask_strategy, str)
-    if (
-        curriculum is None
-        and is_name
-        and normalise_strategy_name(mask_strategy) in (CURRICULUM_STRATEGIES)
-    ):
+    named = isinstance(mask_strategy, str) and _is_curriculum(mask_strategy)
+    if curriculum is None and named:
         # built once, by the module (its weight generator has parameters)
-        curriculum, mask_strategy, params = (mask_strategy, params), None, {}
-    if curriculum is not None:
-        name, curriculum_params = curriculum
-        if not (isinstance(name, str) and normalise_strategy_name(name) in CURRICULUM_STRATEGIES):
-            raise ValueError(f"`curriculum` must name a curriculum strategy, got {name!r}.")
-        curriculum, mask_strategy = (name, dict(curriculum_params or {})), None
+        curriculum = (mask_strategy, masking_params)
+    if curriculum is None:
+        schedule = _resolve_masking(mask_strategy, n_features=n_input, **(masking_params or {}))
+    elif isinstance(curriculum[0], str) and _is_curriculum(curriculum[0]):
+        schedule, curriculum = None, (curriculum[0], dict(curriculum[1] or {}))
     else:
-        mask_strategy = _resolve_masking(mask_strategy, n_features=n_input, **params)
+        raise ValueError(f"`curriculum` must name a curriculum strategy, got {curriculum[0]!r}.")
     option, weight = _batch_correction(
         batch_correction, batch_correction_weight, n_batch, visible_weight
     )
-    return Options(mask_strategy, curriculum, option, weight, visible_weight)
+    return Options(schedule, curriculum, option, weight, visible_weight)

@@ -137,19 +137,16 @@ class HubMixin:
         super().save(dir_path, prefix, overwrite, save_anndata, **kwargs)
         if prefix:
             return
-        sample = None
+        n_sample = 0
         if not save_anndata and reference_cells and self.adata is not None:
             layer = self.registry_["setup_args"].get("layer")
             sample = cells_sample(self.adata, layer, reference_cells)
             saving = ("save_kwargs", "legacy_mudata_format", "datamodule")
             write_kwargs = {k: v for k, v in kwargs.items() if k not in saving}
             sample.write_h5ad(os.path.join(dir_path, "adata.h5ad"), **write_kwargs)
+            n_sample = sample.n_obs
         write_hub_files(
-            self,
-            dir_path,
-            reference_cells=0 if sample is None else sample.n_obs,
-            training_data=training_data,
-            metrics=metrics,
+            self, dir_path, reference_cells=n_sample, training_data=training_data, metrics=metrics
         )
 
     @classmethod

@@ -13,9 +13,8 @@ _EPS = 1e-8  # scvi.distributions' log_nb_positive
 
 
 class MaskedNLL(NamedTuple):
-    """Element-wise NB loss: the NLL ``(cells, columns)`` (every gene, or only the masked gene
-    columns of a column mask), the boolean ``scored`` entries among them (masked and measured;
-    ``None``: all) and the per-entry loss ``weights`` (the curriculum's; ``None``: ones)."""
+    """The NLL ``(cells, columns)`` (every gene, or the masked columns of a column mask), the
+    ``scored`` entries among them (``None``: all) and the loss ``weights`` (``None``: ones)."""
 
     nll: torch.Tensor
     scored: torch.Tensor | None
@@ -23,8 +22,7 @@ class MaskedNLL(NamedTuple):
 
 
 class ScoredMean(NamedTuple):
-    """What :func:`scored_mean` returns: the weighted mean over the entries, the unweighted sum
-    and the number of entries (0-d), and each cell's unweighted mean ``(cells,)``."""
+    """:func:`scored_mean`'s weighted mean, unweighted sum, count and per-cell means."""
 
     mean: torch.Tensor
     total: torch.Tensor

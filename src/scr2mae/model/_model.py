@@ -157,12 +157,8 @@ class R2MAEModel(
         batch_correction, visible_weight = options.batch_correction, options.visible_weight
         widths = dict(n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers)
         widths.update(n_layers_decoder=n_layers_decoder, dropout_rate=dropout_rate)
-        self._module_kwargs = {
-            **widths,
-            **options._asdict(),
-            "mask_mode": mask_mode,
-            "input_transform": input_transform,
-        }
+        self._module_kwargs = {**widths, **options._asdict()}
+        self._module_kwargs.update(mask_mode=mask_mode, input_transform=input_transform)
         weight = options.batch_correction_weight
         masking = mask_strategy if options.curriculum else repr(options.mask_strategy)
         self._model_summary_string = (

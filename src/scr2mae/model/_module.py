@@ -168,12 +168,14 @@ class R2MAEModule(BaseModuleClass):
             cats += list(torch.split(cat_covs, 1, dim=1)) if cat_covs is not None else [None]
         return [c.long() if c is not None else None for c in cats]
 
-    def _covariates(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-        return {
-            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
-            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+    @staticmethod
+    def _covariates(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        keys = {
+            "batch_index": "BATCH_KEY",
+            "cont_covs": "CONT_COVS_KEY",
+            "cat_covs": "CAT_COVS_KEY",
         }
+        return {name: tensors.get(getattr(REGISTRY_KEYS, key)) for name, key in keys.items()}
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs):
         # only mini-batches of cells that lack genes carry `measured` (None: all measured)
@@ -198,10 +200,8 @@ class R2MAEModule(BaseModuleClass):
         return None if flat.numel() == 0 or int(flat.view(torch.uint8).min()) == 1 else measured
 
     def draw_mask(self, n_rows: int, device: torch.device):
-        """Draw a training mask at the current step (and advance the step while training).
-
-        Returns the :class:`~scr2mae.masking.MaskDraw` and the step it was drawn at.
-        """
+        """The :class:`~scr2mae.masking.MaskDraw` of a training mask at the current step, and
+        that step (which advances while training)."""
         step = self.mask_step.clone()
         draw = self.masker(n_rows, self.n_input, step=step, device=device)
         if self.training:
@@ -293,17 +293,8 @@ class R2MAEModule(BaseModuleClass):
         if z.dim() == 3:
             library = library.expand(z.shape[0], -1, -1)
             mask = None if sampled else mask
-        return {
-            "z": z,
-            "qz": qz,
-            "x": x,
-            "library": library,
-            "measured": measured,
-            "mask": mask,
-            "mask_ratio": ratio,
-            "mask_index": index,
-            "mask_step": step,
-        }
+        outputs = dict(z=z, qz=qz, x=x, library=library, measured=measured, mask=mask)
+        return {**outputs, "mask_ratio": ratio, "mask_index": index, "mask_step": step}
 
     def _decode_scale(self, z, library, batch_index, cont_covs, cat_covs) -> torch.Tensor:
         h = torch.cat([z, torch.log(library.clamp_min(1.0))], dim=-1)
@@ -356,23 +347,12 @@ class R2MAEModule(BaseModuleClass):
         px_r = torch.exp(self.px_r)
         px_rate = px_scale * library
         px = NegativeBinomial(mu=px_rate, theta=px_r, scale=px_scale)
-        return {
-            "px_scale": px_scale,
-            "px_rate": px_rate,
-            "px_r": px_r,
-            "library": library,
-            "px": px,
-        }
+        return dict(px_scale=px_scale, px_rate=px_rate, px_r=px_r, library=library, px=px)
 
     @torch.inference_mode()
-    def sample(
-        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, generative_kwargs=None
-    ) -> torch.Tensor:
-        """Counts drawn from the NB predicted for each cell, on the CPU.
-
-        Shape ``(cells, genes)``, or ``(cells, genes, n_samples)`` when ``n_samples > 1`` (each
-        sample decodes another latent sample, see :meth:`inference`).
-        """
+    def sample(self, tensors, n_samples: int = 1, generative_kwargs=None) -> torch.Tensor:
+        """Counts drawn from each cell's NB on the CPU, ``(cells, genes)``, or ``(cells, genes,
+        n_samples)`` from ``n_samples`` latent samples (see :meth:`inference`)."""
         _, generative_outputs = self.forward(
             tensors,
             inference_kwargs={"n_samples": n_samples},
@@ -383,8 +363,7 @@ class R2MAEModule(BaseModuleClass):
         return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()
 
     def _scores_visible(self, mask: torch.Tensor | None) -> bool:
-        """Whether the training loss also scores the visible entries (``visible_weight > 0``,
-        training, a mask drawn): the likelihood is then evaluated on every column."""
+        """Whether the loss scores the visible entries too (then on every column)."""
         return self.training and self.visible_weight > 0 and mask is not None
 
     def masked_nll(self, inference_outputs: dict, generative_outputs: dict) -> MaskedNLL:

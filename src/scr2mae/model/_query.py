@@ -23,15 +23,9 @@ class QueryMixin:
     """Data on another gene panel, cells of unseen batches, and scArches transfer."""
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Check a new AnnData (genes, counts, categories) before scvi-tools registers it.
-
-        The counts of a sample of cells are checked here (:func:`check_count_sample`: counts,
-        not normalised data); the cells a ``get_*`` call reads are checked as they are read,
-        so a few cells of a large AnnData cost little more than those cells alone.
-
-        A batch-blind encoder accepts batches the model never saw: their cells are embedded
-        zero-shot, and decoding them needs a ``transform_batch`` of the reference.
-        """
+        """Check a new AnnData's genes, categories and a sample of its counts (the cells a
+        ``get_*`` call reads are checked as they are read, so a few cells of a large AnnData
+        cost little more than those cells) before scvi-tools registers it."""
         if adata is None or adata is self.adata:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         if not isinstance(adata, AnnData):
@@ -69,9 +63,7 @@ class QueryMixin:
         """Register ``adata`` as the model was set up, with a sampled count check done."""
         args = {k: v for k, v in self.registry_["setup_args"].items() if k != "layout"}
         method_args = self._get_setup_method_args(cls=type(self), adata=adata, **args)
-        self._register_fields(
-            adata, method_args, check_counts=False, source_registry=self.registry_
-        )
+        self._register_fields(adata, method_args, False, source_registry=self.registry_)
 
     @classmethod
     def prepare_query_anndata(

@@ -16,15 +16,11 @@ def n_cats_per_cov(registry: dict) -> tuple[int, ...]:
 
 
 def _columns(n_in: int, n_cont: int, n_cat_list: list[int], reference: list[int]):
-    """Where each reference column goes in a first layer that reads ``n_cat_list``.
-
-    ``FCLayers`` concatenates its input, the continuous covariates, then one-hot blocks of
-    every categorical covariate with more than one category, in ``n_cat_list`` order.
-    scvi-tools' surgery appends the columns of new categories at the end of the weight,
-    which shifts every block after the batch; here each reference column is placed where
-    ``FCLayers`` reads it. Returns the reference → query column index pairs and the query
-    columns of new categories (the only ones a query trains).
-    """
+    """Reference → query column indices of a first layer reading ``n_cat_list``, and the query
+    columns of new categories (the only ones a query trains). ``FCLayers`` reads its input, the
+    continuous covariates, then a one-hot block per covariate of 2+ categories; scvi-tools'
+    surgery appends new categories' columns at the end, which shifts every block after the
+    batch, so each reference column is put where ``FCLayers`` reads it."""
     ref_index, new_index, trainable = [], [], []
     ref_at = new_at = n_in + n_cont
     ref_index += list(range(ref_at))

@@ -8,9 +8,8 @@ from torchmetrics import Metric
 
 __all__ = ["PAPER_OPTIMIZER", "VALIDATION_METRIC", "R2MAETrainingPlan"]
 
-#: Adam settings of the paper (appendix C.8), the defaults of :class:`R2MAETrainingPlan`.
-#: Pass other values through ``plan_kwargs`` of :meth:`~scr2mae.R2MAEModel.train`, as in
-#: scvi-tools; scvi-tools' own defaults are ``{"weight_decay": 1e-6, "eps": 0.01}``.
+#: Adam settings of the paper (appendix C.8), the defaults of :class:`R2MAETrainingPlan`; pass
+#: others through ``plan_kwargs`` (scvi-tools' own: ``{"weight_decay": 1e-6, "eps": 0.01}``).
 PAPER_OPTIMIZER = {"optimizer": "Adam", "lr": 1e-3, "weight_decay": 1e-4, "eps": 1e-8}
 
 #: the validation metric that early stopping and the learning-rate plateau monitor
@@ -137,9 +136,8 @@ class R2MAETrainingPlan(TrainingPlan):
         self.compute_and_log_metrics(loss_output, None, "validation")
 
     def on_train_epoch_start(self) -> None:
-        # Lightning keeps the mode submodules had when fitting started; a module that was
-        # put in evaluation mode (a loaded model, a scArches query) must still train with
-        # masks, dropout and batch statistics
+        # a module left in evaluation mode (a loaded model, a scArches query) must still train
+        # with masks, dropout and batch statistics: Lightning keeps the mode it had
         self.module.train()
 
     def on_train_epoch_end(self) -> None:
