@@ -75,42 +75,32 @@ class R2MAEModel(
 
     Parameters
     ----------
-    adata
-        AnnData registered with :meth:`setup_anndata`; ``None`` (with ``registry``) to train
-        from a custom data module.
-    registry
-        Registry of a custom data module (out-of-core training).
+    adata, registry
+        AnnData registered with :meth:`setup_anndata`, or ``None`` with the ``registry`` of a
+        custom data module (out-of-core training).
     n_hidden, n_latent, n_layers, n_layers_decoder, dropout_rate
         Widths, hidden layers of encoder (2: the paper's) and decoder (1), and dropout.
-    mask_strategy
-        A name understood by :func:`scr2mae.masking.resolve_masking` (``"r2mae"``,
-        ``"fixed"``, ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``, or the curricula ``"cl"``,
-        ``"cl_k0"``, ``"r2mae_cl"``, ``"r2mae_cl_k0"`` of appendix A.3) or a
+    mask_strategy, **masking_params
+        A name of :func:`scr2mae.masking.resolve_masking` (``"r2mae"``, ``"fixed"``,
+        ``"dynamic"``, ``"mdlm"``, ``"r2mae_dynamic"``, or the curricula ``"cl"``, ``"cl_k0"``,
+        ``"r2mae_cl"``, ``"r2mae_cl_k0"`` of appendix A.3) with its parameters (e.g.
+        ``mask_range=(0.1, 0.5)``, ``mask_ratio=0.25``), or a
         :class:`~scr2mae.masking.RatioSchedule`.
     mask_mode, input_transform
         ``"columns"`` (one gene set per mini-batch, the paper's), ``"exact"`` or
         ``"bernoulli"`` (per cell); encoder input ``"log1p"`` (the paper's) or ``"log1p_cp10k"``.
-    batch_correction
-        ``"auto"`` (the default): ``"mmd"`` when ``batch_key`` gave two or more batches,
-        ``"none"`` otherwise; the model keeps (and saves) the option it resolved to. Or
-        ``"none"`` (the paper: encoder and decoder read the batch), ``"decoder_only"`` (a
-        batch-blind encoder), or a blind encoder plus a term on the latent:
-        ``"adversarial"`` (a reversed batch classifier), ``"mmd"`` (a kernel MMD between
-        batches) or ``"variational"`` (a Gaussian posterior with its KL divergence, per
-        expected masked gene). Every option but ``"none"`` needs two or more batches and
-        embeds cells of unseen batches zero-shot.
-    batch_correction_weight
-        Weight of that term; ``None`` gives 0.1 (adversarial), 1 (variational), and for
-        ``"mmd"`` 0.1 with ``visible_weight > 0`` (the default) or 0.03 with the paper's
-        objective (``visible_weight=0``).
+    batch_correction, batch_correction_weight
+        ``"auto"`` (the default; saved as what it resolves to): ``"mmd"`` with two or more
+        batches, else ``"none"`` (the paper: encoder and decoder read the batch). Or
+        ``"decoder_only"`` (a batch-blind encoder), or a blind encoder plus a weighted term on
+        the latent: ``"adversarial"`` (a reversed batch classifier; weight 0.1), ``"mmd"`` (a
+        kernel MMD between batches; 0.1, or 0.03 with ``visible_weight=0``) or
+        ``"variational"`` (a Gaussian posterior's KL per expected masked gene; 1). Every option
+        but ``"none"`` needs two batches and embeds cells of unseen batches zero-shot.
     visible_weight
-        Weight of the NB likelihood of the *visible* genes in the training loss, beside the
-        masked genes' (both as means per entry). ``None`` (the default) gives 1: a latent
-        whose Leiden clusters at scanpy's default resolution follow the cell types more
-        closely (the clustering benchmark in the documentation). 0 is the paper's objective,
-        the masked genes alone.
-    **masking_params
-        Parameters of the strategy, e.g. ``mask_range=(0.1, 0.5)`` or ``mask_ratio=0.25``.
+        Weight of the *visible* genes' NB likelihood beside the masked genes' (means per
+        entry). ``None`` gives 1, whose Leiden clusters at scanpy's default resolution follow
+        the cell types more closely (clustering benchmark); 0 is the paper's objective.
 
     Examples
     --------
@@ -213,14 +203,11 @@ class R2MAEModel(
 
         Parameters
         ----------
-        adata
-            AnnData with counts: raw, or non-negative and corrected (e.g. for ambient RNA).
-        layer
-            Layer holding the counts; ``None`` uses ``adata.X``.
-        batch_key
-            ``.obs`` column with the batch (donor, dataset).
-        labels_key
-            ``.obs`` column with labels (registered, not used in training).
+        adata, layer
+            AnnData with counts (raw, or non-negative and corrected, e.g. for ambient RNA) in
+            ``layer`` (``None``: ``adata.X``).
+        batch_key, labels_key
+            ``.obs`` columns of the batch (donor, dataset) and of labels (not used in training).
         categorical_covariate_keys, continuous_covariate_keys
             Extra ``.obs`` columns fed to encoder and decoder.
         **kwargs
@@ -229,8 +216,8 @@ class R2MAEModel(
         Raises
         ------
         ValueError
-            For a missing layer or column, NaN (see :meth:`prepare_query_anndata`), inf, negative or
-            log-normalised values, or empty cells. Genes without counts are accepted.
+            For a missing layer or column, NaN (see :meth:`prepare_query_anndata`), inf, negative
+            or log-normalised values, or empty cells. Genes without counts are accepted.
         """
         cls._register_fields(adata, cls._get_setup_method_args(**locals()), **kwargs)
 
