@@ -78,14 +78,9 @@ def batch_mmd(
 
 
 def batch_correction_loss(module, inference_outputs: dict, batch_index) -> torch.Tensor | None:
-    """The weighted batch term of ``module``'s loss on the latent code (``None``: no term).
-
-    ``"mmd"``: the weight × the Gaussian-kernel MMD between each batch and the rest of the
-    mini-batch. ``"adversarial"``: the batch classifier's cross-entropy, whose gradient reaches
-    the encoder reversed and multiplied by the weight. ``"variational"``: the weight × the mean
-    KL divergence of the cells' posteriors from N(0, I), divided by the expected number of
-    masked genes per cell (a fixed scale: the KL weight does not move with the drawn ratio).
-    """
+    """The weighted batch term of ``module``'s loss (``None``: none): the MMD, the adversary's
+    cross-entropy (its gradient reversed), or the mean KL from N(0, I) divided by the expected
+    masked genes per cell (a fixed scale, whatever ratio was drawn)."""
     option, weight, z = (
         module.batch_correction,
         module.batch_correction_weight,

@@ -1,8 +1,4 @@
-"""The one place where the options of :class:`~scr2mae.R2MAEModel` are checked and resolved.
-
-:class:`~scr2mae.R2MAEModel` and :class:`~scr2mae.R2MAEModule` both call :func:`resolve_options`;
-its result is final, so resolving it again gives it back unchanged.
-"""
+"""The one place where the options of the model and its module are checked and resolved."""
 
 from __future__ import annotations
 
@@ -12,39 +8,24 @@ from typing import Any, NamedTuple
 from ..masking import CURRICULUM_STRATEGIES, RatioSchedule, normalise_strategy_name
 from ..masking import resolve_masking as _resolve_masking
 
-__all__ = [
-    "AUTO_BATCH_CORRECTION",
-    "BATCH_CORRECTIONS",
-    "LEGACY_OPTIONS",
-    "VISIBLE_WEIGHT",
-    "Options",
-    "resolve_options",
-]
+__all__ = ["AUTO_BATCH_CORRECTION", "BATCH_CORRECTIONS", "LEGACY_OPTIONS", "Options"]
+__all__ += ["VISIBLE_WEIGHT", "resolve_options"]
 
 #: accepted values of ``batch_correction``
 BATCH_CORRECTIONS = ("none", "decoder_only", "adversarial", "mmd", "variational")
-#: what ``batch_correction="auto"`` (the default) resolves to with two or more batches; with
-#: one batch it resolves to ``"none"``. Chosen on the scIB total of the integration benchmark
-#: (Baron mouse pancreas, pbmc68k with simulated batches, synthetic donors; docs/benchmarks.md)
+#: ``batch_correction="auto"`` with two or more batches (``"none"`` with one); chosen on the
+#: scIB total of the integration benchmark (Baron, pbmc68k, synthetic donors)
 AUTO_BATCH_CORRECTION = "mmd"
 #: weight of the extra loss term when ``batch_correction_weight`` is not given. On synthetic
 #: donors MMD 0.3 and adversarial 1 collapsed the cell types; variational 1 is the masked genes'
 #: ELBO (0.3 mixed Baron's batches less for the same bio conservation). docs/benchmarks.md
-DEFAULT_WEIGHTS = {
-    "none": 0.0,
-    "decoder_only": 0.0,
-    "adversarial": 0.1,
-    "mmd": 0.03,
-    "variational": 1.0,
-}
+DEFAULT_WEIGHTS = dict(none=0.0, decoder_only=0.0, adversarial=0.1, mmd=0.03, variational=1.0)
 #: the MMD's weight with the visible genes in the loss (``visible_weight > 0``, the default),
 #: which doubles it: on Baron (3 seeds) 0.03 / 0.1 gave scIB total 0.719 / 0.748, same Leiden ARI
 MMD_WEIGHT_WITH_VISIBLE = 0.1
-#: default weight of the visible genes' likelihood in the model's training loss; chosen on
-#: Leiden clusters in the scanpy workflow (the clustering benchmark)
+#: the model's default weight of the visible genes' likelihood (chosen on Leiden clusters)
 VISIBLE_WEIGHT = 1.0
-#: what a model saved before an option existed was trained with (``load`` completes a saved
-#: model's ``init_params_`` with these before the options are resolved)
+#: what a model saved before an option existed was trained with (``load`` completes it)
 LEGACY_OPTIONS = {"visible_weight": 0.0}
 
 

@@ -41,14 +41,9 @@ class DifferentialExpressionMixin:
         silent: bool = False,
         **kwargs,
     ) -> pd.DataFrame:
-        """Differential expression, as :meth:`scvi.model.base.RNASeqMixin.differential_expression`.
-
-        The same arguments and computation (scvi-tools' ``_de_core``, uniform weights); the
-        raw-count columns (means, non-zero fractions, normalised means) skip the genes a query
-        cell did not measure, and nothing is written to ``adata``. Sampling ``n_samples > 1``
-        per cell hides random gene sets (see :class:`~scr2mae.R2MAEModel`).
-        ``**kwargs`` go to :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors`.
-        """
+        """:meth:`scvi.model.base.RNASeqMixin.differential_expression`: the same arguments and
+        computation (``_de_core``; ``**kwargs`` go to ``get_bayes_factors``), with raw-count
+        columns that skip the genes a cell did not measure and nothing written to ``adata``."""
         adata = self._validate_anndata(adata)
         model_fn = partial(self.get_normalized_expression, return_numpy=True, batch_size=batch_size)
         args = (groupby, group1, group2, idx1, idx2, all_stats, raw_counts_properties)

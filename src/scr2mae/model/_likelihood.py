@@ -55,9 +55,8 @@ def nb_nll(
 
 
 def masked_columns(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The masked columns of a mask that hides whole columns (one row expanded over the
-    mini-batch, as :func:`~scr2mae.masking.column_mask` gives: appendix C.8), else ``None``.
-    Reads the mask: call it where that costs no host synchronisation."""
+    """The masked columns of a mask that hides whole columns (one row expanded, as
+    :func:`~scr2mae.masking.column_mask` gives), else ``None``; it reads the mask."""
     if mask is None or mask.dim() != 2 or mask.shape[0] == 0:
         return None
     if mask.shape[0] > 1 and mask.stride(0) != 0:
@@ -74,11 +73,8 @@ def masked_nll(
     columns: torch.Tensor | None = None,
     sparse_counts: bool = False,
 ) -> MaskedNLL:
-    """The NLL on ``columns`` (``None``: every column) with the scored entries among them.
-
-    The scored entries are the ``mask``-ed and ``measured`` ones (every measured one without a
-    mask). The likelihood is evaluated in float32, also under mixed precision (``lgamma``).
-    """
+    """The NLL on ``columns`` (``None``: all) with the scored entries among them: masked and
+    measured (all measured ones without a mask). Float32, also under mixed precision."""
     scored = mask
     if columns is not None:
         x, px_rate, theta = (t.index_select(-1, columns) for t in (x, px_rate, theta))

@@ -39,12 +39,9 @@ __all__ = ["R2MAEModel", "default_max_epochs"]
 
 
 def default_max_epochs(n_obs: int) -> int:
-    """Default epochs for ``n_obs`` cells: about 1,000 steps of 128 cells, 30 at least.
-
-    Measured on pbmc68k, the Baron mouse pancreas and synthetic donors (training-length
-    benchmark): the probe of the embedding is flat from about 600 steps on, while 30 epochs of
-    1,886 cells were short. Never more passes than the earlier ``min(400, 20000 / n × 400)``.
-    """
+    """Default epochs for ``n_obs`` cells: about 1,000 steps of 128 cells, 30 at least, never
+    more than ``min(400, 20000 / n × 400)``. The training-length benchmark's probe is flat from
+    about 600 steps on; 30 epochs of 1,886 cells were short."""
     return int(min(400, max(1, round(20000 / n_obs * 400)), max(30, round(140_000 / n_obs))))
 
 
@@ -272,34 +269,27 @@ class R2MAEModel(
         Parameters
         ----------
         max_epochs
-            Passes over the data; defaults to :func:`default_max_epochs` (about 1,000 steps:
-            74 epochs for 2,000 cells), chosen for the embedding. For imputation, where the
-            masked reconstruction can still improve, use ``early_stopping=True``.
-        batch_size
-            Mini-batch size (the paper used 400 on atlases; see the large-batch guidance).
-        train_size
-            Fraction of cells trained on; the rest is the validation set.
+            Passes over the data; :func:`default_max_epochs` (about 1,000 steps: 74 epochs for
+            2,000 cells) is chosen for the embedding; for imputation use ``early_stopping``.
+        batch_size, train_size
+            Mini-batch size (the paper used 400 on atlases; see the large-batch guidance) and
+            the fraction of cells trained on (the rest is the validation set).
         early_stopping
-            Stop when ``masked_nll_validation`` (the NB loss per masked entry at fixed
-            validation masks) stops improving.
+            Stop when ``masked_nll_validation`` (NB loss per masked entry at fixed validation
+            masks) stops improving.
         data_loader
             ``"in_memory"`` (:class:`scr2mae.data.InMemoryDataModule`), ``"on_disk"``
             (:class:`scr2mae.data.OnDiskDataModule`, for a backed AnnData), ``"scvi"``
             (scvi-tools' loaders) or ``"auto"``.
         plan_kwargs
-            Arguments of :class:`~scr2mae.model.R2MAETrainingPlan`; defaults are the paper's
-            Adam settings (:data:`scr2mae.model.PAPER_OPTIMIZER`).
+            Arguments of :class:`~scr2mae.model.R2MAETrainingPlan` (defaults: the paper's Adam,
+            :data:`scr2mae.model.PAPER_OPTIMIZER`).
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and Lightning
             (``accelerator``, ``devices``, ``precision``, ``datamodule``, …).
         """
         check_int("max_epochs", max_epochs, allow_none=True)
         check_int("batch_size", batch_size, minimum=2)
-        if data_loader not in ("auto", "in_memory", "on_disk", "scvi"):
-            raise ValueError(
-                f"`data_loader` must be 'auto', 'in_memory', 'on_disk' or 'scvi', "
-                f"got {data_loader!r}."
-            )
         if plan_kwargs is not None and not isinstance(plan_kwargs, dict):
             raise TypeError(f"`plan_kwargs` must be a dict, got {type(plan_kwargs).__name__}.")
         plan = dict(plan_kwargs or {})
@@ -308,20 +298,9 @@ class R2MAEModel(
         datamodule = kwargs.pop("datamodule", None)
         if datamodule is not None and data_loader != "auto":
             raise ValueError("give either `datamodule` or `data_loader`, not both.")
-        has_panels = self.adata is not None and panel_layout(self.adata_manager) is not None
-        if data_loader == "scvi" and has_panels:
-            raise ValueError(
-                "data_loader='scvi' cannot carry the genes some cells did not measure (panels "
-                "of a prepared query); use 'auto', 'in_memory' or 'on_disk'."
-            )
-        made_here = datamodule is None and data_loader != "scvi"
-        if made_here and self.adata is None:
-            raise ValueError(
-                "a model without an AnnData trains from a `datamodule` (e.g. "
-                "`scr2mae.data.census_datamodule`)."
-            )
+        made_here = datamodule is None
         if made_here:
-            manager = self.adata_manager
+            manager = None if self.adata is None else self.adata_manager
             datamodule = training_datamodule(manager, data_loader, batch_size, train_size, kwargs)
         n_obs = getattr(datamodule, "n_obs", None) or getattr(self.adata, "n_obs", None)
         if max_epochs is None and n_obs is None:
@@ -366,12 +345,9 @@ class R2MAEModel(
     def get_normalized_expression(
         self, adata=None, indices=None, transform_batch=None, gene_list=None, *args, **kwargs
     ):
-        """:meth:`scvi.model.base.RNASeqMixin.get_normalized_expression`, every argument scVI's.
-
-        ``library_size="latent"`` scales by each cell's library (estimated in full for cells
-        with unmeasured genes); a number gives expression per that many counts. Genes a query
-        did not measure are imputed. A ``gene_list`` name that is not a model gene is an error.
-        """
+        """:meth:`scvi.model.base.RNASeqMixin.get_normalized_expression` with scVI's arguments;
+        genes a query did not measure are imputed, ``library_size="latent"`` uses each cell's
+        full (estimated) library, and a ``gene_list`` name the model lacks is an error."""
         if gene_list is not None:
             genes = set(np.asarray(self.get_var_names()).astype(str))
             unknown = [g for g in np.atleast_1d(gene_list) if g not in genes]
@@ -402,14 +378,11 @@ class R2MAEModel(
         seed: int = 0,
         batch_size: int | None = None,
     ) -> float | pd.Series:
-        """Masked-gene reconstruction score of the paper's Tables 7–8.
-
-        :func:`scr2mae.evaluation.masked_reconstruction_score` with
-        :func:`scr2mae.evaluation.r2mae_predictor`: per cell, ``round(mask_ratio × n_genes)``
-        seeded random genes are hidden and the Pearson correlation of predicted and observed
-        log-normalised expression over them is averaged over cells. Unmeasured genes are never
-        scored. Returns a float for one ratio, else a Series indexed by ratio.
-        """
+        """Masked-gene reconstruction score of the paper's Tables 7–8
+        (:func:`scr2mae.evaluation.masked_reconstruction_score`): the mean over cells of the
+        Pearson correlation of predicted and observed log-normalised expression over
+        ``round(mask_ratio × n_genes)`` seeded hidden genes (never unmeasured ones). A float for
+        one ratio, else a Series indexed by ratio."""
         from scvi import settings
 
         self._check_if_trained(warn=False)

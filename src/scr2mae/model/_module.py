@@ -25,17 +25,14 @@ __all__ = ["MaskedNLL", "R2MAEModule"]
 class R2MAEModule(BaseModuleClass):
     """Masked autoencoder for counts with a negative-binomial decoder.
 
-    The encoder (:class:`scvi.nn.FCLayers` with ``n_layers`` hidden blocks, then a linear map to
-    the latent space) reads ``log1p`` of the visible counts with the covariates; the decoder
-    (``n_layers_decoder`` hidden blocks, then a linear map and a softmax over genes) reads the
-    latent code, the log library size and the covariates, and gives negative-binomial means
-    (softmax × library size) with one inverse dispersion per gene. The loss is :meth:`loss`.
+    The encoder (:class:`scvi.nn.FCLayers`, ``n_layers`` hidden blocks, a linear map to the
+    latent) reads ``log1p`` of the visible counts and the covariates; the decoder
+    (``n_layers_decoder`` blocks, a softmax over genes) reads the code, the log library and the
+    covariates, and gives NB means (softmax × library) with one inverse dispersion per gene.
 
-    **Unmeasured genes.** An entry that is ``False`` in the mini-batch's ``"measured"`` mask (a
-    prepared query's gene panels; absent when every gene was measured), or NaN in the counts, is
-    a gene the cell's assay did not measure (see
-    :meth:`~scr2mae.R2MAEModel.prepare_query_anndata`). It reaches the encoder exactly as a
-    masked gene does in training (a zero in the masked input) and never enters a loss or a score.
+    **Unmeasured genes**: ``False`` in the mini-batch's ``"measured"`` mask (a prepared query's
+    panels) or NaN in the counts. They reach the encoder as masked genes do in training and
+    never enter a loss or a score.
 
     **Library size of cells with unmeasured genes.** The decoder is trained on each cell's
     total over *all* genes, so for a cell that lacks genes :meth:`generative` estimates it as
@@ -57,9 +54,8 @@ class R2MAEModule(BaseModuleClass):
 
     #: estimate the full library of cells with unmeasured genes (see the class notes)
     estimate_unmeasured_library: bool = True
-    #: range of the per-cell share of genes hidden to draw ``n_samples > 1`` latent samples
-    #: (``None``: the training schedule's range); chosen on planted DE genes, see the
-    #: differential-expression benchmark
+    #: share of genes hidden per cell for ``n_samples > 1`` latent samples (``None``: the
+    #: schedule's range); chosen on planted DE genes (the differential-expression benchmark)
     sample_ratios: tuple[float, float] | None = (0.05, 0.05)
     #: the likelihood, as scvi-tools' mixins read it
     gene_likelihood: str = "nb"
@@ -154,8 +150,7 @@ class R2MAEModule(BaseModuleClass):
         self.batch_classifier = BatchClassifier(n_latent, n_batch) if adversarial else None
 
     def train(self, mode: bool = True):
-        """Set the training mode; batch norms frozen by scArches (momentum 0) stay in
-        evaluation mode, so they use and keep the reference's running statistics."""
+        """Set the mode; batch norms frozen by scArches (momentum 0) stay in evaluation mode."""
         super().train(mode)
         for layer in self.modules():
             if isinstance(layer, nn.BatchNorm1d) and layer.momentum == 0:
@@ -192,8 +187,7 @@ class R2MAEModule(BaseModuleClass):
         return device.type == "cpu"
 
     def _unless_complete(self, measured: torch.Tensor | None) -> torch.Tensor | None:
-        """``measured``, or ``None`` where every gene is known to be measured: on the CPU its
-        smallest byte is read (free there); on an accelerator it is kept, unread."""
+        """``None`` where ``measured`` is known complete (read on the CPU only), else it."""
         if measured is None or not self._reads_are_free(measured.device):
             return measured
         flat = measured.contiguous()
@@ -213,11 +207,8 @@ class R2MAEModule(BaseModuleClass):
         return self.masker.validation_ratios()
 
     def encode(self, x, hidden, batch_index=None, cont_covs=None, cat_covs=None):
-        """Latent code of counts ``x`` (no NaN) with the ``hidden`` entries (``True``) zeroed.
-
-        With ``batch_correction="variational"`` the return value is the posterior's mean and
-        log-variance.
-        """
+        """Latent code of counts ``x`` (no NaN) with the ``hidden`` entries zeroed (the
+        posterior's mean and log-variance with ``batch_correction="variational"``)."""
         x_in = x if hidden is None else torch.where(hidden, 0.0, x)
         if self.input_transform == "log1p_cp10k":
             # scale the visible counts of each cell to 10^4 before the log (optional; the
@@ -241,20 +232,17 @@ class R2MAEModule(BaseModuleClass):
         masking: bool | str | None = None,
         measured: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Encode counts ``x`` ``(cells, genes)`` with the covariates, hiding a mask.
+        """Encode counts ``x`` ``(cells, genes)``: ``z``, the posterior ``qz`` (a point mass for
+        the deterministic encoder), ``x`` with unmeasured entries zeroed, the observed
+        ``library``, the ``mask``, the ``measured`` entries (``None``: all) and the mask's ratio,
+        index and step.
 
-        ``mask`` (``True`` = hidden) is used as given; else ``masking`` picks it: ``"train"``
-        (:meth:`draw_mask`), ``"validation"`` (:meth:`scr2mae.masking.Masker.validation`, the
-        same for a cell every time), ``"none"``, or ``None``: ``"train"`` while training, else
-        none. ``n_samples > 1`` gives a leading sample axis: the deterministic encoder hides
-        random genes per cell and sample (:meth:`scr2mae.masking.Masker.sample` at
-        :attr:`sample_ratios`), the ``"variational"`` one samples its posterior. ``measured``
-        is ``False`` for genes a cell did not measure (the data loaders' panel masks; ``None``:
-        all); NaN entries of ``x`` are unmeasured too (on an accelerator, pass ``measured``).
-
-        Returns ``z``, the posterior ``qz`` (a point mass for the deterministic encoder), ``x``
-        with unmeasured entries zeroed, the observed ``library``, the ``mask``, the
-        ``measured`` entries (``None``: all) and the mask's ratio, index and step.
+        ``mask`` (``True`` = hidden) is used as given; else ``masking`` is ``"train"``
+        (:meth:`draw_mask`), ``"validation"`` (:meth:`scr2mae.masking.Masker.validation`),
+        ``"none"``, or ``None`` (``"train"`` while training). ``n_samples > 1`` adds a sample
+        axis (:meth:`scr2mae.masking.Masker.sample` at :attr:`sample_ratios`, or the variational
+        posterior). ``measured`` is ``False`` for genes a cell did not measure; NaN entries of
+        ``x`` are unmeasured too (on an accelerator, pass ``measured``).
         """
         if masking is None:
             masking = "train" if self.training else "none"
@@ -313,14 +301,10 @@ class R2MAEModule(BaseModuleClass):
         measured: torch.Tensor | None = None,
         transform_batch: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Decode latent codes into negative-binomial parameters.
-
-        ``library`` is the observed sum over the ``measured`` genes (``None``: all genes); for
-        cells with unmeasured genes it is first scaled to an estimate of the full library (see
-        the class notes). ``transform_batch`` decodes every cell as if from that batch code.
-        The outputs are ``px_scale`` (expression proportions over all genes), ``px_rate`` (NB
-        means), ``px_r`` (inverse dispersions), the ``library`` used, and ``px``.
-        """
+        """NB parameters of latent codes: ``px_scale`` (proportions over all genes), ``px_rate``
+        (means), ``px_r`` (inverse dispersions), the ``library`` used (the observed sum over the
+        ``measured`` genes, scaled to the full library for cells that lack genes) and ``px``.
+        ``transform_batch`` decodes every cell as if from that batch code."""
         if transform_batch is not None and batch_index is not None:
             batch_index = torch.full_like(batch_index, int(transform_batch))
         elif batch_index is not None and not self.training and self.n_batch > 1:
@@ -367,13 +351,9 @@ class R2MAEModule(BaseModuleClass):
         return self.training and self.visible_weight > 0 and mask is not None
 
     def masked_nll(self, inference_outputs: dict, generative_outputs: dict) -> MaskedNLL:
-        """The element-wise NB loss of the entries that :meth:`loss` scores, with their weights.
-
-        With the default column masks and the masked genes alone in the loss, on the CPU, only
-        the masked columns are evaluated. The weights are ``None`` (ones) except while training
-        with a curriculum: the column of the Sinkhorn weight matrix that the mini-batch's
-        ratio selects (appendix A.3).
-        """
+        """The element-wise NB loss of the entries :meth:`loss` scores (only the masked columns
+        for a column mask with the masked genes alone in the loss, on the CPU), and while
+        training a curriculum the Sinkhorn weights of the drawn ratio's column (appendix A.3)."""
         x, mask = inference_outputs["x"], inference_outputs["mask"]
         host = self._reads_are_free(x.device)
         columns = None if self._scores_visible(mask) or not host else masked_columns(mask)
@@ -391,16 +371,11 @@ class R2MAEModule(BaseModuleClass):
         )
 
     def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
-        """Mean NB negative log-likelihood of the masked, measured entries (appendix C.8), plus
-        ``visible_weight`` × that of the visible, measured entries while training, plus the
-        batch-correction term (:func:`~scr2mae.model._batch_correction.batch_correction_loss`).
-
-        ``reconstruction_loss`` is each cell's mean NLL over its scored entries (what
-        :meth:`~scr2mae.R2MAEModel.get_reconstruction_error` reports); ``extra_metrics`` carry
-        the sum of the unweighted masked NLL and the number of entries (the training plan logs
-        ``masked_nll_{train,validation}`` per entry), ``visible_nll`` and
-        ``batch_correction_loss``.
-        """
+        """Mean NB NLL of the masked, measured entries (appendix C.8), plus ``visible_weight`` ×
+        that of the visible, measured ones while training, plus the batch-correction term.
+        ``reconstruction_loss`` is each cell's mean over its scored entries; ``extra_metrics``
+        carry the masked NLL's sum and entries (logged per entry), ``visible_nll`` and
+        ``batch_correction_loss``."""
         mask, measured = inference_outputs["mask"], inference_outputs["measured"]
         nll, scored, weights = self.masked_nll(inference_outputs, generative_outputs)
         masked = scored_mean(nll, scored, weights)

@@ -80,34 +80,28 @@ class QueryMixin:
         Query genes the model does not know are dropped; model genes the query did not measure
         are *unmeasured*: hidden from the encoder as masked genes are in training, never in a
         loss or a score, and predicted by the decoder. The counts hold only measured entries;
-        which genes a cell measured is a property of its *panel*, named in the categorical
-        ``.obs["scr2mae_panel"]`` (each name encodes its panel's gene mask, so the memory
-        grows with cells × measured genes only; :func:`scr2mae.data.measured_genes` shows
-        the masks). ``.obs``/``.obsm`` are copied, ``.obs["scr2mae_n_measured_genes"]`` counts
-        each cell's measured model genes and ``.var["measured_in_query"]`` flags the genes
-        some cell measured.
-
-        Several panels: prepare each and concatenate the results with ``anndata.concat`` (the
-        panel column travels with ``.obs``); or concatenate raw panels with NaN fill and pass
-        ``nan_as_unmeasured=True``, which makes a panel of each set of NaN genes.
+        each cell's *panel* is named in the categorical ``.obs["scr2mae_panel"]``, whose names
+        encode the gene masks (memory grows with cells × measured genes only;
+        :func:`scr2mae.data.measured_genes` shows them). ``.obs``/``.obsm`` are copied,
+        ``.obs["scr2mae_n_measured_genes"]`` counts each cell's measured model genes and
+        ``.var["measured_in_query"]`` flags the genes some cell measured. Several panels:
+        prepare each and join them with ``anndata.concat``, or join raw panels with NaN fill
+        and pass ``nan_as_unmeasured=True`` (a panel per set of NaN genes).
 
         Parameters
         ----------
-        adata
-            Query with counts; not modified. A query prepared before keeps its unmeasured
-            genes.
+        adata, layer
+            Query with counts (not modified; a query prepared before keeps its unmeasured
+            genes) in ``layer``; ``"auto"`` takes the model's layer if the query has it.
         reference
             A trained model or its folder.
         gene_key
-            ``.var`` column of the query to match on (e.g. Ensembl IDs), matched against the
-            model's column of that name if its training data had one, else its gene names.
+            ``.var`` column of the query to match on (e.g. Ensembl IDs), against the model's
+            column of that name if its training data had one, else its gene names.
         min_gene_overlap
             Least overlap: a fraction of the model's genes (float) or a number of genes (int).
-        layer
-            Query layer with the counts; ``"auto"`` takes the model's layer if present.
         nan_as_unmeasured
-            Read NaN entries as "not measured in this cell" instead of refusing them; cells
-            with the same NaN genes share a panel.
+            Read NaN entries as "not measured in this cell" instead of refusing them.
         """
         model = cls._as_model(reference)
         model_layer = model.registry_["setup_args"].get("layer")
@@ -152,25 +146,14 @@ class QueryMixin:
         """A model for a query with new batches or categories, from a reference (scArches).
 
         :meth:`scvi.model.base.ArchesMixin.load_query_data`, with the first-layer weights
-        realigned so that every reference weight reads its own covariate column (scvi-tools
-        appends new columns at the end, where ``FCLayers`` reads other covariates) and, unless
+        realigned so that every reference weight reads its own covariate column and, unless
         ``unfrozen``, only the columns of new categories trainable: a query of known categories
-        embeds exactly as before and leaves every reference weight unchanged. Frozen batch-norm
-        layers keep their running statistics (the decoder's too, by default). A query model
-        trains without weight decay unless ``plan_kwargs`` set it.
-
-        Parameters
-        ----------
-        adata
-            Query aligned with :meth:`prepare_query_anndata`.
-        reference_model
-            The trained reference or its folder.
-        unfrozen
-            Train every weight (full fine-tuning).
-        freeze_batchnorm_decoder
-            Keep the decoder's batch norm frozen (scvi-tools' default trains it).
-        **kwargs
-            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+        embeds exactly as before and leaves every reference weight unchanged. Frozen batch
+        norms keep their running statistics (the decoder's too, unless
+        ``freeze_batchnorm_decoder=False``); a query model trains without weight decay unless
+        ``plan_kwargs`` set it. ``adata`` is aligned with :meth:`prepare_query_anndata`,
+        ``reference_model`` is the reference or its folder, ``unfrozen`` trains every weight,
+        and ``**kwargs`` go to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
         """
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")

@@ -45,14 +45,9 @@ def align_first_layers(
     reference_counts: list[int],
     unfrozen: bool,
 ) -> None:
-    """Place the reference's first-layer weights on their columns; freeze reference columns.
-
-    Every :class:`~scvi.nn.FCLayers` of ``module`` whose first linear layer reads covariates
-    gets its weight rebuilt from ``reference_state``: reference columns where ``FCLayers``
-    reads them, zeros for the categories the query adds. Unless ``unfrozen``, a gradient hook
-    then keeps every column but those of new categories unchanged, so a query with only known
-    categories leaves the reference exactly as it was.
-    """
+    """Rebuild every covariate-reading first layer of ``module`` from ``reference_state``:
+    reference columns where ``FCLayers`` reads them, zeros for new categories. Unless
+    ``unfrozen``, a gradient hook keeps all but the new categories' columns unchanged."""
     for name, layers in module.named_modules():
         if not isinstance(layers, FCLayers) or not layers.inject_into_layer(0):
             continue
