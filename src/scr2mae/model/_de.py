@@ -1,5 +1,4 @@
-"""Differential expression of :class:`~scr2mae.R2MAEModel`: scvi-tools' computation, with
-raw-count statistics that skip the genes a cell did not measure."""
+"""Differential expression of :class:`~scr2mae.R2MAEModel` (scvi-tools' computation)."""
 
 from __future__ import annotations
 
@@ -53,13 +52,9 @@ class DifferentialExpressionMixin:
 
 
 def raw_counts_properties(adata_manager, idx1, idx2, var_idx=None) -> dict[str, np.ndarray]:
-    """Raw-count columns of differential expression that skip unmeasured genes.
-
-    The means, non-zero fractions and means of counts per 10^4 of each group, per gene, over
-    the cells that measured the gene (NaN where no cell of a group did; the panels of a
-    prepared query say which did). Unlike scvi-tools' version, nothing is written to
-    ``adata.obs``.
-    """
+    """Raw-count columns of differential expression: each group's per-gene means, non-zero
+    fractions and means per 10^4 counts over the cells that measured the gene (NaN where none
+    did). Unlike scvi-tools' version, nothing is written to ``adata.obs``."""
     data = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
     layout = panel_layout(adata_manager)
     out = {}

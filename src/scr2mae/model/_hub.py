@@ -125,14 +125,10 @@ class HubMixin:
         metrics: dict[str, float] | None = None,
         **kwargs,
     ) -> None:
-        """Save the model, ready for the scvi-tools hub.
-
-        Besides scvi-tools' ``model.pt``, writes :class:`scvi.hub.HubMetadata`, a model card
-        and (unless ``save_anndata``) ``adata.h5ad`` with ``reference_cells`` random training
-        cells, so that ``scvi.hub.HubModel(folder).model`` loads offline and has a labelled
-        reference. ``training_data`` (text or URL) and ``metrics`` (name → value) go into the
-        card; other arguments are :meth:`scvi.model.base.BaseModelClass.save`'s.
-        """
+        """Save the model, ready for the scvi-tools hub: besides ``model.pt``, the hub metadata,
+        a model card (with ``training_data`` and ``metrics``) and, unless ``save_anndata``,
+        ``adata.h5ad`` with ``reference_cells`` random training cells, so that
+        ``scvi.hub.HubModel(folder).model`` loads offline with a labelled reference."""
         check_int("reference_cells", reference_cells, minimum=0)
         super().save(dir_path, prefix, overwrite, save_anndata, **kwargs)
         if prefix:
@@ -151,13 +147,10 @@ class HubMixin:
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> HubMixin:
-        """Load a saved model (:meth:`scvi.model.base.BaseModelClass.load`).
-
-        ``adata`` must have the model's genes in its order (else a clear error; align it with
-        :meth:`prepare_query_anndata`); ``None`` loads the AnnData saved with the model and
-        ``False`` loads none. A model saved before an option existed gets the value it was
-        trained with (:data:`~scr2mae.model._config.LEGACY_OPTIONS`), not today's default.
-        """
+        """Load a saved model (:meth:`scvi.model.base.BaseModelClass.load`). ``adata`` must have
+        the model's genes in its order (align it with :meth:`prepare_query_anndata`); ``None``
+        loads the saved AnnData, ``False`` none. An option the file predates gets the value it
+        was trained with (``LEGACY_OPTIONS`` of :mod:`scr2mae.model._config`)."""
         with warnings.catch_warnings():
             # the genes are compared exactly, with a clear error, in setup_anndata
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
@@ -182,8 +175,7 @@ class _ArgumentsOnly(pickle.Unpickler):
 
 
 def _saved_init_params(dir_path: str, prefix: str | None) -> dict:
-    """The arguments a saved model was built with, read from the pickle of its ``model.pt``
-    alone (the weights are not read a second time)."""
+    """A saved model's arguments, from the pickle of its ``model.pt`` (not its weights)."""
     with zipfile.ZipFile(os.path.join(dir_path, f"{prefix or ''}model.pt")) as archive:
         name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
         with archive.open(name) as file:

@@ -57,9 +57,8 @@ def nb_nll(
 def masked_columns(mask: torch.Tensor | None) -> torch.Tensor | None:
     """The masked columns of a mask that hides whole columns (one row expanded, as
     :func:`~scr2mae.masking.column_mask` gives), else ``None``; it reads the mask."""
-    if mask is None or mask.dim() != 2 or mask.shape[0] == 0:
-        return None
-    if mask.shape[0] > 1 and mask.stride(0) != 0:
+    expanded = mask is not None and mask.dim() == 2 and mask.shape[0] > 0
+    if not expanded or (mask.shape[0] > 1 and mask.stride(0) != 0):
         return None
     return mask[0].nonzero().squeeze(1)
 

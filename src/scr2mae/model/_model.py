@@ -169,8 +169,7 @@ class R2MAEModel(
         self.init_params_ = self._get_init_params(locals())
 
     def _complete_options(self, missing: dict[str, Any]) -> None:
-        """Give a loaded model the options its file predates (see :meth:`load`); they weigh
-        terms of the training loss, so only the module's weights of them change."""
+        """Give a loaded model the options its file predates (loss weights; see :meth:`load`)."""
         self.init_params_["non_kwargs"].update(missing)
         saved = self.init_params_["non_kwargs"]
         names = ("mask_strategy", "batch_correction", "batch_correction_weight", "visible_weight")

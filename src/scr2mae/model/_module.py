@@ -89,9 +89,8 @@ class R2MAEModule(BaseModuleClass):
             batch_correction_weight=batch_correction_weight,
             visible_weight=visible_weight,
         )
-        self.batch_correction = options.batch_correction
-        self.batch_correction_weight = options.batch_correction_weight
-        self.visible_weight = options.visible_weight
+        for name in ("batch_correction", "batch_correction_weight", "visible_weight"):
+            setattr(self, name, getattr(options, name))
         if input_transform not in ("log1p", "log1p_cp10k"):
             raise ValueError(
                 f"`input_transform` must be 'log1p' or 'log1p_cp10k', got {input_transform!r}."
@@ -107,39 +106,28 @@ class R2MAEModule(BaseModuleClass):
         # the batch first, then the extra categorical covariates: scArches' weight surgery in
         # `load_query_data` appends new batch columns at the end of the first layer's weight
         self.n_cat_list = [n_batch, *(n_cats_per_cov or [])]
-        self.curriculum = None
-        schedule = options.mask_strategy
+        self.curriculum, schedule = None, options.mask_strategy
         if options.curriculum is not None:
             name, params = options.curriculum
             self.curriculum = resolve_masking(name, n_features=n_input, **params)
             schedule = self.curriculum.ratios
         self.masker = Masker(schedule, mode=mask_mode, ratio_per="batch")
 
-        common = {
-            "n_cat_list": self.n_cat_list,
-            "n_cont": n_continuous_cov,
-            "n_hidden": n_hidden,
-            "dropout_rate": dropout_rate,
-            "inject_covariates": False,  # appendix C.8: covariates enter the first layer only
-        }
+        # appendix C.8: covariates enter the first layer only
+        common = dict(n_cont=n_continuous_cov, n_hidden=n_hidden, dropout_rate=dropout_rate)
+        common.update(n_cat_list=self.n_cat_list, inject_covariates=False)
         # every correction keeps the encoder blind to the batch (a category count of 0 makes
         # FCLayers ignore that covariate); the decoder always reads it
         blind = self.batch_correction != "none"
         encoder_cats = [0, *self.n_cat_list[1:]] if blind else self.n_cat_list
-        self.encoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_layers=n_layers,
-            **{**common, "n_cat_list": encoder_cats},
-        )
+        encoder = {**common, "n_cat_list": encoder_cats}
+        self.encoder = FCLayers(n_in=n_input, n_out=n_hidden, n_layers=n_layers, **encoder)
         self.encoder_out = nn.Linear(n_hidden, n_latent)
         # "variational": a second head gives the log-variance of a Gaussian posterior
         variational = self.batch_correction == "variational"
         self.encoder_log_var = nn.Linear(n_hidden, n_latent) if variational else None
         # the decoder reads [z, log library] plus the covariates
-        self.px_decoder = FCLayers(
-            n_in=n_latent + 1, n_out=n_hidden, n_layers=n_layers_decoder, **common
-        )
+        self.px_decoder = FCLayers(n_latent + 1, n_hidden, n_layers=n_layers_decoder, **common)
         self.px_scale_decoder = nn.Linear(n_hidden, n_input)
         # gene-wise inverse dispersion, stored on the log scale
         self.px_r = nn.Parameter(torch.zeros(n_input))

@@ -23,9 +23,8 @@ class QueryMixin:
     """Data on another gene panel, cells of unseen batches, and scArches transfer."""
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Check a new AnnData's genes, categories and a sample of its counts (the cells a
-        ``get_*`` call reads are checked as they are read, so a few cells of a large AnnData
-        cost little more than those cells) before scvi-tools registers it."""
+        """Check a new AnnData's genes, categories and a sample of its counts before scvi-tools
+        registers it (the cells a ``get_*`` call reads are checked as they are read)."""
         if adata is None or adata is self.adata:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         if not isinstance(adata, AnnData):
@@ -112,16 +111,10 @@ class QueryMixin:
                 f"layer {layer!r} is not in the query's `.layers` "
                 f"(layers: {sorted(adata.layers.keys())})."
             )
-        return align_to_genes(
-            adata,
-            np.asarray(model.get_var_names()).astype(str),
-            model_identifiers=model.gene_identifiers_,
-            layer=layer,
-            out_layer=model_layer,
-            gene_key=gene_key,
-            min_gene_overlap=min_gene_overlap,
-            nan_as_unmeasured=nan_as_unmeasured,
-        )
+        genes, identifiers = np.asarray(model.get_var_names()).astype(str), model.gene_identifiers_
+        options = dict(gene_key=gene_key, min_gene_overlap=min_gene_overlap)
+        options.update(layer=layer, out_layer=model_layer, nan_as_unmeasured=nan_as_unmeasured)
+        return align_to_genes(adata, genes, model_identifiers=identifiers, **options)
 
     @classmethod
     def _as_model(cls, reference) -> QueryMixin:
@@ -162,13 +155,8 @@ class QueryMixin:
         with warnings.catch_warnings():
             # the genes were compared exactly by setup_anndata (source_registry)
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
-            model = super().load_query_data(
-                adata=adata,
-                reference_model=reference,
-                unfrozen=unfrozen,
-                freeze_batchnorm_decoder=freeze_batchnorm_decoder,
-                **kwargs,
-            )
+            kwargs.update(unfrozen=unfrozen, freeze_batchnorm_decoder=freeze_batchnorm_decoder)
+            model = super().load_query_data(adata=adata, reference_model=reference, **kwargs)
         counts = [reference.summary_stats.n_batch, *n_cats_per_cov(reference.registry_)]
         align_first_layers(model.module, reference_state, counts, unfrozen)
         model.is_query_model_ = not unfrozen

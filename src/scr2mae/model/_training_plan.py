@@ -54,14 +54,10 @@ class EpochMetrics(Metric):
 def _fusable(optimizer_cls, params: list) -> bool:
     """Whether torch's fused Adam/AdamW kernel can update ``params`` (one CPU or CUDA device,
     floating point): one pass over each parameter instead of about ten."""
-    if optimizer_cls not in (torch.optim.Adam, torch.optim.AdamW) or not params:
-        return False
-    devices = {p.device for p in params}
-    return (
-        len(devices) == 1
-        and next(iter(devices)).type in ("cpu", "cuda")
-        and all(p.is_floating_point() for p in params)
-    )
+    devices = {p.device.type for p in params}
+    adam = optimizer_cls in (torch.optim.Adam, torch.optim.AdamW)
+    one_device = len({p.device for p in params}) == 1 and devices <= {"cpu", "cuda"}
+    return adam and one_device and all(p.is_floating_point() for p in params)
 
 
 class R2MAETrainingPlan(TrainingPlan):
