@@ -431,3 +431,34 @@ def test_hub_model_round_trip_offline(reference, query, tmp_path):
         atol=1e-6,
     )
     assert loaded.gene_identifiers_.keys() == reference.gene_identifiers_.keys()
+
+
+def test_a_matched_targeted_panel_is_accepted_and_other_identifiers_are_refused():
+    """A panel of 15 % of the model's genes, all matching (as a 300-gene panel against a
+    2,000-gene model), passes the default overlap rule; the same panel under Ensembl IDs does
+    not, and the error points to `gene_key`."""
+    ad, _ = program_counts(200, 0, 400, library=(800, 2000), gene_prefix="GENE")
+    ad.var["gene_ids"] = [f"ENSG{i:05d}" for i in range(400)]
+    R2MAEModel.setup_anndata(ad)
+    model = R2MAEModel(ad, **SMALL)
+    model.train(max_epochs=1, batch_size=50, enable_progress_bar=False)
+    panel = program_counts(40, 3, 400, library=(800, 2000), gene_prefix="GENE")[0]
+    panel = panel[:, 100:160].copy()
+    prepared = R2MAEModel.prepare_query_anndata(panel, model)
+    assert int(prepared.var["measured_in_query"].sum()) == 60
+    assert np.isfinite(model.get_latent_representation(prepared)).all()
+    # half of a small panel is not enough when it is below 20 genes and a quarter of the model
+    with pytest.raises(ValueError, match=r"too little gene overlap: 19 of the query's 19"):
+        R2MAEModel.prepare_query_anndata(panel[:, :19].copy(), model)
+    renamed = panel.copy()
+    renamed.var_names = [f"ENSMUSG{i}" for i in range(60)]  # another species' identifiers
+    with pytest.raises(ValueError, match=r"too little gene overlap: 0 of the query's 60.*gene_key"):
+        R2MAEModel.prepare_query_anndata(renamed, model)
+    ids = panel.copy()
+    ids.var_names = [f"ENSG{int(g[4:]):05d}" for g in panel.var_names]
+    with pytest.raises(ValueError, match=r"0 of the query's 60 genes.*gene_key"):
+        R2MAEModel.prepare_query_anndata(ids, model)
+    # matched on the identifier column, the same panel passes
+    ids.var["gene_ids"] = list(ids.var_names)
+    ids.var_names = [f"probe{i}" for i in range(60)]
+    assert R2MAEModel.prepare_query_anndata(ids, model, gene_key="gene_ids").n_vars == 400

@@ -58,10 +58,21 @@ def _query_ids(adata: AnnData, gene_key: str | None) -> pd.Index:
     return pd.Index(column.where(column.notna(), None).map(lambda v: v if v is None else str(v)))
 
 
-def _min_overlap(min_gene_overlap: float | int, n_model: int) -> int:
+#: ``min_gene_overlap="auto"``: enough when this share of the model's genes matches, or when
+#: this share of the query's own genes and at least this many genes do (a targeted panel whose
+#: genes match passes; identifiers of another kind, which match almost none, do not)
+AUTO_MODEL_SHARE, AUTO_QUERY_SHARE, AUTO_MIN_GENES = 0.25, 0.5, 20
+
+
+def _min_overlap(min_gene_overlap: float | int | str, n_model: int, n_query: int) -> int:
+    if min_gene_overlap == "auto":
+        by_model = _min_overlap(AUTO_MODEL_SHARE, n_model, n_query)
+        by_query = max(AUTO_MIN_GENES, int(np.ceil(AUTO_QUERY_SHARE * n_query - 1e-9)))
+        return min(by_model, by_query)
     if isinstance(min_gene_overlap, bool) or not isinstance(min_gene_overlap, int | float):
         raise TypeError(
-            f"`min_gene_overlap` must be a fraction or a number of genes, got {min_gene_overlap!r}."
+            "`min_gene_overlap` must be 'auto', a fraction or a number of genes, "
+            f"got {min_gene_overlap!r}."
         )
     if isinstance(min_gene_overlap, float):
         if not 0.0 < min_gene_overlap <= 1.0:
@@ -124,7 +135,7 @@ def align_to_genes(
     layer: str | None = None,
     out_layer: str | None = None,
     gene_key: str | None = None,
-    min_gene_overlap: float | int = 0.25,
+    min_gene_overlap: float | int | str = "auto",
     nan_as_unmeasured: bool = False,
 ) -> AnnData:
     """A new AnnData with the model's genes in the model's order; unmeasured genes are masks.
@@ -155,7 +166,7 @@ def align_to_genes(
     position[present] = target.get_indexer(ids_present)
     matched = np.flatnonzero(position >= 0)
     n_model = len(model_genes)
-    needed = _min_overlap(min_gene_overlap, n_model)
+    needed = _min_overlap(min_gene_overlap, n_model, int(present.sum()))
     if matched.size < needed:
         hint = ""
         other = [k for k in identifiers if k != gene_key]

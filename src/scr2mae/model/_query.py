@@ -70,7 +70,7 @@ class QueryMixin:
         adata: AnnData,
         reference: str | os.PathLike | QueryMixin,
         gene_key: str | None = None,
-        min_gene_overlap: float | int = 0.25,
+        min_gene_overlap: float | int | Literal["auto"] = "auto",
         layer: str | Literal["auto"] | None = "auto",
         nan_as_unmeasured: bool = False,
     ) -> AnnData:
@@ -98,7 +98,10 @@ class QueryMixin:
             ``.var`` column of the query to match on (e.g. Ensembl IDs), against the model's
             column of that name if its training data had one, else its gene names.
         min_gene_overlap
-            Least overlap: a fraction of the model's genes (float) or a number of genes (int).
+            Least overlap: a fraction of the model's genes (float), a number of genes (int), or
+            ``"auto"``: a quarter of the model's genes, or half of the query's own and at least
+            20, so that a targeted panel (e.g. 300 markers) whose genes match is accepted and
+            identifiers of another kind (Ensembl IDs against symbols) are refused.
         nan_as_unmeasured
             Read NaN entries as "not measured in this cell" instead of refusing them.
         """
