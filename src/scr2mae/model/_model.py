@@ -227,6 +227,7 @@ class R2MAEModel(
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
         kwargs.pop("layout", None)  # saved as a setup argument by earlier versions
         args = setup_method_args["setup_args"]
+        args.pop("layout", None)
         if kwargs.get("source_registry") is not None:
             # a saved model or a query: the genes must be the model's, in its order
             genes = kwargs["source_registry"]["field_registries"][REGISTRY_KEYS.X_KEY]

@@ -153,12 +153,11 @@ class R2MAEModule(BaseModuleClass):
 
     @staticmethod
     def _covariates(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-        keys = {
-            "batch_index": "BATCH_KEY",
-            "cont_covs": "CONT_COVS_KEY",
-            "cat_covs": "CAT_COVS_KEY",
+        return {
+            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
-        return {name: tensors.get(getattr(REGISTRY_KEYS, key)) for name, key in keys.items()}
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs):
         # only mini-batches of cells that lack genes carry `measured` (None: all measured)

@@ -60,7 +60,7 @@ class QueryMixin:
 
     def _register_sampled(self, adata: AnnData) -> None:
         """Register ``adata`` as the model was set up, with a sampled count check done."""
-        args = {k: v for k, v in self.registry_["setup_args"].items() if k != "layout"}
+        args = self.registry_["setup_args"]
         method_args = self._get_setup_method_args(cls=type(self), adata=adata, **args)
         self._register_fields(adata, method_args, False, source_registry=self.registry_)
 
